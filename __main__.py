@@ -1,0 +1,3 @@
+from nocturna_infra.program import main
+
+main()

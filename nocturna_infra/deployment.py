@@ -1,0 +1,124 @@
+"""Blue/green memory: which container arguments each slot runs, and what a run may change.
+
+Pulumi declares desired state, but blue/green needs history: the live slot must keep
+exactly the arguments it was created with, and only the standby takes a new release. The
+program keeps that history in two stack outputs of its own stack and reads them back
+through a StackReference on the next run:
+
+- `deployment` (plain): the live slot and each slot's container arguments (no secrets);
+- `deploymentSecrets` (secret): the release fingerprint and each slot's API key.
+
+A *release* is everything a deploy would give the slots (image ID, environment, limits,
+API key); its fingerprint tells whether this run brings something new. The rules:
+
+1. First deployment (nothing recorded for a slot): the slot gets the release.
+2. `activeSlot` unchanged: the live slot is frozen; the standby gets the release if it is
+   new, and otherwise keeps what it runs (so a no-op `up` never touches the rollback target).
+3. `activeSlot` changed (a switch or rollback): every slot is frozen; only the router moves.
+   A release that arrives together with a switch waits for the next `up`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+from nocturna_infra.slot import Slot
+
+STATE_VERSION: Final = 1
+
+
+class SlotAction(StrEnum):
+    """What this run does to one slot."""
+
+    DEPLOY = "deploy"  # takes the release: created or replaced
+    FROZEN = "frozen"  # re-declared with its recorded arguments: untouched
+    DEPLOY_IF_NEW = "deploy-if-new"  # takes the release only if the release is new
+
+
+@dataclass(frozen=True)
+class RecordedState:
+    """What the previous run left in the stack outputs."""
+
+    live_slot: Slot | None
+    slots: Mapping[Slot, Mapping[str, Any]]
+    release: str | None = None
+    api_keys: Mapping[Slot, str] = field(default_factory=dict)
+
+    @staticmethod
+    def from_outputs(plain: Any, secret: Any) -> RecordedState | None:
+        """Parse the two outputs; None when nothing usable is recorded (first deployment)."""
+        if not isinstance(plain, Mapping) or plain.get("version") != STATE_VERSION:
+            return None
+        raw_slots = plain.get("slots")
+        if not isinstance(raw_slots, Mapping):
+            return None
+        slots = {
+            slot: args
+            for name, args in raw_slots.items()
+            if (slot := _slot_or_none(name)) and isinstance(args, Mapping)
+        }
+        secrets = secret if isinstance(secret, Mapping) else {}
+        keys = secrets.get("apiKeys")
+        release = secrets.get("release")
+        return RecordedState(
+            live_slot=_slot_or_none(plain.get("liveSlot")),
+            slots=slots,
+            release=release if isinstance(release, str) else None,
+            api_keys={
+                slot: key
+                for name, key in (keys.items() if isinstance(keys, Mapping) else ())
+                if (slot := _slot_or_none(name)) and isinstance(key, str)
+            },
+        )
+
+
+def plan_actions(
+    previous: RecordedState | None, slots: tuple[Slot, ...], active: Slot | None
+) -> dict[Slot, SlotAction]:
+    """Decide, from plain values only, what may happen to each slot this run.
+
+    `active` is None for staging, whose single slot takes every new release.
+    """
+    actions: dict[Slot, SlotAction] = {}
+    switching = is_switch(previous, active)
+    for slot in slots:
+        if previous is None or slot not in previous.slots:
+            actions[slot] = SlotAction.DEPLOY
+        elif switching or slot == active:
+            actions[slot] = SlotAction.FROZEN
+        else:
+            actions[slot] = SlotAction.DEPLOY_IF_NEW
+    return actions
+
+
+def release_fingerprint(desired: Mapping[Slot, Mapping[str, Any]], api_key: str) -> str:
+    """A digest of everything a deploy would change; secret, as it covers the API key."""
+    canonical = json.dumps(
+        {"slots": {str(slot): args for slot, args in desired.items()}, "apiKey": api_key},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def takes_release(action: SlotAction, previous: RecordedState | None, release: str) -> bool:
+    """Whether a slot with `action` runs the current release after this run."""
+    if action is SlotAction.DEPLOY:
+        return True
+    if action is SlotAction.FROZEN:
+        return False
+    return previous is None or previous.release != release
+
+
+def is_switch(previous: RecordedState | None, active: Slot | None) -> bool:
+    """Whether this run moves traffic to another slot than the previous run did."""
+    return previous is not None and active is not None and previous.live_slot not in (None, active)
+
+
+def _slot_or_none(value: object) -> Slot | None:
+    return Slot(value) if isinstance(value, str) and value in Slot._value2member_map_ else None

@@ -1,0 +1,224 @@
+"""The Pulumi program: settings from config, then network, image, slots and router."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any, Final
+
+import pulumi
+from pulumi.runtime.sync_await import _sync_await
+
+from nocturna_infra import render
+from nocturna_infra.ca_certs import read_extra_ca_certs
+from nocturna_infra.deployment import (
+    RecordedState,
+    SlotAction,
+    is_switch,
+    plan_actions,
+    release_fingerprint,
+    takes_release,
+)
+from nocturna_infra.image import ServiceImage, ServiceImageArgs
+from nocturna_infra.network import ServiceNetwork, ServiceNetworkArgs
+from nocturna_infra.router import Router, RouterArgs
+from nocturna_infra.settings import Environment, Settings
+from nocturna_infra.slot import Slot
+from nocturna_infra.slot_container import SlotContainer, SlotContainerArgs
+
+# The container argument that comes from the build rather than from settings.
+IMAGE_KEY: Final = "image"
+
+
+def read_previous_state(stack_name: str) -> RecordedState | None:
+    """What the last run of this stack recorded, as plain values, before anything is declared.
+
+    Awaited synchronously (as the SDK's own synchronous invokes are) so that which slot may
+    change is decided in Python, and the live slot's arguments stay known in `preview`.
+    """
+    reference = pulumi.StackReference("previous-deployment", stack_name=stack_name)
+    plain = _sync_await(reference.get_output_details("deployment"))
+    secret = _sync_await(reference.get_output_details("deploymentSecrets"))
+    return RecordedState.from_outputs(
+        plain.value, secret.secret_value if secret.secret_value is not None else secret.value
+    )
+
+
+def main(project_dir: Path | None = None) -> None:
+    """Declare the whole stack. Reads config here, never at import."""
+    project_dir = project_dir or Path.cwd()
+    settings = Settings.from_config(pulumi.Config(), project_dir)
+    previous = read_previous_state(settings.state_stack)
+    name = settings.service_name
+
+    network = ServiceNetwork(
+        name, ServiceNetworkArgs(name=settings.network_name, environment=settings.environment)
+    )
+    ca_dir = settings.image.extra_ca_certs_dir
+    image = ServiceImage(
+        name,
+        ServiceImageArgs(
+            image_name=settings.image.name,
+            context=settings.image.context,
+            dockerfile=settings.image.dockerfile,
+            platform=settings.image.platform,
+            build_args=render.image_build_args(
+                settings, read_extra_ca_certs(ca_dir) if ca_dir else ""
+            ),
+        ),
+    )
+
+    production = settings.environment is Environment.PRODUCTION
+    active = settings.active_slot if production else None
+    live = settings.active_slot if production else Slot.STAGING
+    templates = {slot: render.container_args(settings, slot, "") for slot in settings.slots}
+    release = pulumi.Output.all(image.image_id, settings.api_key).apply(
+        lambda values: release_fingerprint(
+            {slot: {**args, IMAGE_KEY: values[0]} for slot, args in templates.items()}, values[1]
+        )
+    )
+    switching = is_switch(previous, active)
+    if switching and previous is not None:
+        release.apply(lambda current: _warn_if_pending(previous, current, live))
+
+    containers: dict[Slot, SlotContainer] = {}
+    slot_kwargs: dict[Slot, dict[str, pulumi.Input[Any]]] = {}
+    api_keys: dict[Slot, pulumi.Output[str]] = {}
+    for slot, action in plan_actions(previous, settings.slots, active).items():
+        recorded = previous.slots.get(slot, {}) if previous else {}
+        recorded_key = previous.api_keys.get(slot) if previous else None
+        takes = pulumi.Output.unsecret(release.apply(partial(takes_release, action, previous)))
+        new = {**templates[slot], IMAGE_KEY: image.image_id}
+        slot_kwargs[slot] = _choose_arguments(action, takes, new, recorded)
+        api_keys[slot] = _choose_api_key(action, takes, settings.api_key, recorded_key)
+        containers[slot] = SlotContainer(
+            render.container_name(name, slot),
+            SlotContainerArgs(
+                slot=slot,
+                container_args=slot_kwargs[slot],
+                api_key=api_keys[slot],
+                depends_on=[network, image],
+            ),
+        )
+
+    live_server = pulumi.Output.from_input(slot_kwargs[live]["ports"]).apply(
+        lambda ports: render.slot_server(settings.bind_address, int(ports[0]["external"]))
+    )
+    live_port = pulumi.Output.from_input(slot_kwargs[live]["ports"]).apply(
+        lambda ports: int(ports[0]["external"])
+    )
+    router = Router(
+        name,
+        RouterArgs(
+            switch_command=live_port.apply(
+                lambda port: render.switch_command(settings, live, port)
+            ),
+            live_slot=live.value,
+            upstream_file=settings.router.upstream_file,
+            upstream_name=settings.router.upstream_name,
+            live_server=live_server,
+            depends_on=list(containers.values()),
+        ),
+    )
+
+    pulumi.export("environment", settings.environment.value)
+    pulumi.export("liveSlot", live.value)
+    if production:
+        pulumi.export("standbySlot", live.other.value)
+    pulumi.export("upstreamFile", settings.router.upstream_file)
+    pulumi.export("latestBuild", {"image": settings.image.name, "imageId": image.image_id})
+    pulumi.export(
+        "slots",
+        {
+            slot.value: {
+                "container": render.container_name(name, slot),
+                "image": container.image,
+                "url": pulumi.Output.from_input(slot_kwargs[slot]["ports"]).apply(
+                    lambda ports: render.slot_url(
+                        settings.bind_address, int(ports[0]["external"]), settings.health.path
+                    )
+                ),
+            }
+            for slot, container in containers.items()
+        },
+    )
+    pulumi.export("switchOutput", router.output)
+    pulumi.export(
+        "deployment",
+        {
+            "version": 1,
+            "liveSlot": live.value,
+            "slots": {slot.value: kwargs for slot, kwargs in slot_kwargs.items()},
+        },
+    )
+    recorded_release = (
+        pulumi.Output.from_input(previous.release)
+        if switching and previous is not None and previous.release
+        else release
+    )
+    pulumi.export(
+        "deploymentSecrets",
+        pulumi.Output.secret(
+            {
+                "release": recorded_release,
+                "apiKeys": {slot.value: key for slot, key in api_keys.items()},
+            }
+        ),
+    )
+
+
+def _choose_arguments(
+    action: SlotAction,
+    takes_release: pulumi.Output[bool],
+    new: dict[str, pulumi.Input[Any]],
+    recorded: Any,
+) -> dict[str, pulumi.Input[Any]]:
+    """Per argument: the recorded value (frozen), the new one (deploy), or decided later.
+
+    Arguments equal in both stay plain, so `preview` shows them as unchanged even while the
+    decision waits for the image build.
+    """
+    if action is SlotAction.DEPLOY:
+        return new
+    if action is SlotAction.FROZEN:
+        return dict(recorded)
+    chosen: dict[str, pulumi.Input[Any]] = {}
+    for key in sorted(set(new) | set(recorded)):
+        old_value = recorded.get(key)
+        new_value = new.get(key)
+        if key != IMAGE_KEY and old_value == new_value:
+            chosen[key] = new_value
+        else:
+            chosen[key] = pulumi.Output.all(takes_release, new_value).apply(
+                partial(_new_if_taken, old_value)
+            )
+    return chosen
+
+
+def _choose_api_key(
+    action: SlotAction,
+    takes_release: pulumi.Output[bool],
+    current: pulumi.Input[str],
+    recorded: str | None,
+) -> pulumi.Output[str]:
+    if action is SlotAction.DEPLOY or recorded is None:
+        return pulumi.Output.secret(current)
+    if action is SlotAction.FROZEN:
+        return pulumi.Output.secret(recorded)
+    return pulumi.Output.secret(
+        pulumi.Output.all(takes_release, current).apply(partial(_new_if_taken, recorded))
+    )
+
+
+def _new_if_taken(old: Any, taken_and_new: list[Any]) -> Any:
+    """[takes the release?, new value] -> the value the slot runs."""
+    taken, new = taken_and_new
+    return new if taken else old
+
+
+def _warn_if_pending(previous: RecordedState, current: str, live: Slot) -> None:
+    if previous.release != current:
+        pulumi.log.warn(
+            f"activeSlot changed to {live}: only traffic moves in this run. The new build or "
+            f"settings go to the standby ({live.other}) on the next `pulumi up`."
+        )

@@ -1,0 +1,177 @@
+"""Pure functions that turn Settings into names, container arguments and command lines.
+
+Nothing here talks to the Pulumi engine: every function returns plain text or JSON-able
+data, so tests compare whole outputs exactly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shlex
+from typing import Any, Final
+
+from nocturna_infra.settings import Settings
+from nocturna_infra.slot import Slot
+
+SERVICE_LABEL: Final = "chart-service"
+LABEL_PREFIX: Final = "com.nocturna"
+# Paths the service writes to; everything else in the container is read-only.
+WRITABLE_PATHS: Final = ("/tmp", "/home/node/.config")
+# Node one-liner, so the health check needs no curl in the image.
+HEALTHCHECK_SCRIPT: Final = (
+    "require('http').get('http://127.0.0.1:{port}{path}',"
+    "r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1))"
+)
+
+
+def container_name(service: str, slot: Slot) -> str:
+    """The one place container names (and network aliases) are formed."""
+    return f"{service}-{slot}"
+
+
+def probe_host(bind_address: str) -> str:
+    """Where the host reaches a port published on `bind_address` (URL/upstream form)."""
+    address = ipaddress.ip_address(bind_address)
+    if address.is_unspecified:
+        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+def slot_server(bind_address: str, port: int) -> str:
+    """The `host:port` Nginx proxies to for a slot published on the host."""
+    return f"{probe_host(bind_address)}:{port}"
+
+
+def slot_url(bind_address: str, port: int, path: str) -> str:
+    return f"http://{slot_server(bind_address, port)}{path}"
+
+
+def healthcheck_test(app_port: int, path: str) -> list[str]:
+    return ["CMD", "node", "-e", HEALTHCHECK_SCRIPT.format(port=app_port, path=path)]
+
+
+def container_args(settings: Settings, slot: Slot, image: str) -> dict[str, Any]:
+    """Keyword arguments of the slot's docker.Container, except the secret API_KEY.
+
+    JSON-able on purpose: the program stores them in stack outputs, so a live slot can be
+    re-declared with exactly the arguments it was created with.
+    """
+    limits = settings.limits
+    health = settings.health
+    production = slot is not Slot.STAGING
+    name = container_name(settings.service_name, slot)
+    labels = {
+        f"{LABEL_PREFIX}.environment": settings.environment.value,
+        f"{LABEL_PREFIX}.service": SERVICE_LABEL,
+    }
+    if production:
+        labels[f"{LABEL_PREFIX}.slot"] = slot.value
+    env = {
+        "NODE_ENV": "production" if production else "staging",
+        "PORT": str(settings.app_port),
+        "HOST": "0.0.0.0",
+        "PUPPETEER_EXECUTABLE_PATH": settings.puppeteer_executable_path,
+        "DEPLOYMENT_SLOT": slot.value,
+        **settings.env,
+    }
+    tmpfs_options = f"rw,noexec,nosuid,size={limits.tmpfs_size_mb}m"
+    return {
+        "name": name,
+        "image": image,
+        "envs": [f"{key}={value}" for key, value in sorted(env.items())],
+        "labels": [{"label": key, "value": value} for key, value in sorted(labels.items())],
+        "ports": [
+            {
+                "internal": settings.app_port,
+                "external": settings.slot_ports[slot],
+                "ip": settings.bind_address,
+                "protocol": "tcp",
+            }
+        ],
+        "networks_advanced": [{"name": settings.network_name, "aliases": [name]}],
+        "restart": "unless-stopped",
+        "memory": limits.memory_mb,
+        "memory_reservation": limits.memory_reservation_mb,
+        "cpus": limits.cpus,
+        "shm_size": limits.shm_size_mb,
+        "tmpfs": {path: tmpfs_options for path in WRITABLE_PATHS},
+        "read_only": True,
+        "init": True,
+        "security_opts": ["no-new-privileges:true"],
+        "capabilities": {"drops": ["ALL"]},
+        "log_driver": "json-file",
+        "log_opts": {
+            "max-size": f"{limits.log_max_size_mb}m",
+            "max-file": str(limits.log_max_files),
+        },
+        "stop_signal": "SIGTERM",
+        "stop_timeout": limits.stop_timeout_seconds,
+        "destroy_grace_seconds": limits.stop_timeout_seconds,
+        "healthcheck": {
+            "tests": healthcheck_test(settings.app_port, health.path),
+            "interval": f"{health.interval_seconds}s",
+            "timeout": f"{health.timeout_seconds}s",
+            "retries": health.retries,
+            "start_period": f"{health.start_period_seconds}s",
+        },
+        "wait": True,
+        "wait_timeout": health_wait_seconds(settings),
+    }
+
+
+def health_wait_seconds(settings: Settings) -> int:
+    """How long creating a container waits for `healthy`: start period plus every retry."""
+    health = settings.health
+    return health.start_period_seconds + health.interval_seconds * (health.retries + 1)
+
+
+def image_build_args(settings: Settings, extra_ca_certs: str) -> dict[str, str]:
+    """Build arguments for the Dockerfile: the user's, then the ones the program owns."""
+    return {
+        **settings.image.build_args,
+        "BASE_IMAGE": settings.image.base_image,
+        "EXTRA_CA_CERTS": extra_ca_certs,
+    }
+
+
+def switch_argv(settings: Settings, slot: Slot, port: int) -> list[str]:
+    """argv of the health-gated switch that routes Nginx to `slot` on host `port`."""
+    router = settings.router
+    server = slot_server(settings.bind_address, port)
+    argv = [
+        router.python,
+        "-m",
+        "nocturna_infra.switch",
+        "--slot",
+        slot.value,
+        "--upstream-file",
+        router.upstream_file,
+        "--upstream-name",
+        router.upstream_name,
+        "--server",
+        server,
+        "--health-url",
+        f"http://{server}{settings.health.path}",
+    ]
+    if router.smoke_path:
+        argv += ["--smoke-url", f"http://{server}{router.smoke_path}"]
+    if router.verify_url:
+        argv += ["--verify-url", router.verify_url]
+    argv += [
+        "--attempts",
+        str(router.probe_attempts),
+        "--interval",
+        str(router.probe_interval_seconds),
+        "--timeout",
+        str(router.probe_timeout_seconds),
+        "--nginx-test",
+        router.nginx_test_command,
+        "--nginx-reload",
+        router.nginx_reload_command,
+    ]
+    return argv
+
+
+def switch_command(settings: Settings, slot: Slot, port: int) -> str:
+    """The switch as one shell-safe command line, for the router's `create`."""
+    return shlex.join(switch_argv(settings, slot, port))

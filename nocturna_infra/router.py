@@ -1,0 +1,47 @@
+"""The router: a command that points Nginx at the live slot once its health probes pass."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_command import local
+
+
+@dataclass(frozen=True)
+class RouterArgs:
+    switch_command: pulumi.Input[str]
+    """Shell-safe command line of the health-gated switch (render.switch_command)."""
+    live_slot: str
+    upstream_file: str
+    upstream_name: str
+    live_server: pulumi.Input[str]
+    depends_on: Sequence[pulumi.Resource] = ()
+
+
+class Router(pulumi.ComponentResource):
+    """Runs `python -m nocturna_infra.switch` on the machine running Pulumi (the host)."""
+
+    output: pulumi.Output[str]
+    """What the switch printed: one line per step and a summary."""
+
+    def __init__(
+        self, name: str, args: RouterArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("nocturna:index:Router", name, None, opts)
+        switch = local.Command(
+            f"{name}-switch",
+            create=args.switch_command,
+            # No `delete`: destroying or replacing the router must never move traffic.
+            triggers=[
+                args.live_slot,  # a switch or rollback
+                args.live_server,  # the live slot's address changed
+                args.upstream_file,  # the upstream moved: write the new file
+                args.upstream_name,
+            ],
+            logging=local.Logging.STDOUT_AND_STDERR,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+        )
+        self.output = switch.stdout
+        self.register_outputs({"output": self.output})

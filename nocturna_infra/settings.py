@@ -1,0 +1,623 @@
+"""Stack configuration, read and validated in one place.
+
+`Settings.from_config` is the only code that reads `pulumi.Config`. Every key is declared
+in `CONFIG_SCHEMA` (mirrored by Pulumi.yaml, which a test checks), every value is checked
+before any resource is declared, and the first problem stops the program with a
+`ConfigError` that names the full key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+import pulumi
+
+from nocturna_infra.slot import PRODUCTION_SLOTS, Slot
+
+PROJECT: Final = "nocturna-infra"
+
+
+class ConfigError(pulumi.RunError):
+    """A stack configuration value is invalid; the CLI prints it without a traceback."""
+
+
+class Environment(StrEnum):
+    PRODUCTION = "production"
+    STAGING = "staging"
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One declared config key: its Pulumi.yaml type, default and description."""
+
+    name: str
+    type: str  # string | integer | boolean | object (Pulumi.yaml types)
+    default: Any
+    description: str
+    secret: bool = False
+
+
+CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
+    ConfigKey(
+        "environment",
+        "string",
+        "production",
+        "Kind of stack: production (blue/green slots) or staging (one container).",
+    ),
+    ConfigKey(
+        "activeSlot",
+        "string",
+        "blue",
+        "Production slot that Nginx routes to: blue or green. Staging accepts only blue.",
+    ),
+    ConfigKey(
+        "apiKey",
+        "string",
+        None,
+        "API_KEY given to the service. Set with `pulumi config set --secret apiKey`.",
+        secret=True,
+    ),
+    ConfigKey(
+        "serviceName",
+        "string",
+        "nocturna-chart",
+        "Prefix of container names: <serviceName>-blue, -green, -staging.",
+    ),
+    ConfigKey(
+        "networkName", "string", "nocturna-network", "Docker network the service containers join."
+    ),
+    ConfigKey(
+        "imageName",
+        "string",
+        "nocturna-chart-service",
+        "Local image repository; the tag is the environment name.",
+    ),
+    ConfigKey(
+        "buildContext",
+        "string",
+        "../nocturna-image",
+        "Service checkout to build, relative to this project directory.",
+    ),
+    ConfigKey(
+        "dockerfile",
+        "string",
+        "Dockerfile",
+        "Dockerfile to build with, relative to this project directory.",
+    ),
+    ConfigKey(
+        "baseImage",
+        "string",
+        "node:20-slim",
+        "Base image passed as the BASE_IMAGE build argument (must exist locally or be pullable).",
+    ),
+    ConfigKey(
+        "extraCaCertsDir",
+        "string",
+        "",
+        "Directory of extra CA certificates (*.crt, PEM) the image must trust, e.g. "
+        "/usr/local/share/ca-certificates behind a TLS-intercepting proxy. Empty: none.",
+    ),
+    ConfigKey(
+        "buildArgs",
+        "object",
+        {},
+        "Extra build arguments (name -> string), e.g. VERSION and REVISION.",
+    ),
+    ConfigKey("platform", "string", "linux/amd64", "Platform of the image build."),
+    ConfigKey("appPort", "integer", 3011, "Port the service listens on inside its container."),
+    ConfigKey("bluePort", "integer", 3014, "Host port of the blue slot."),
+    ConfigKey("greenPort", "integer", 3012, "Host port of the green slot."),
+    ConfigKey("stagingPort", "integer", 3013, "Host port of the staging container."),
+    ConfigKey(
+        "bindAddress",
+        "string",
+        "127.0.0.1",
+        "Host address the slot ports are published on. Keep loopback unless "
+        "something other than the local Nginx must reach the slots.",
+    ),
+    ConfigKey("healthPath", "string", "/health", "HTTP path of the service's health check."),
+    ConfigKey("healthIntervalSeconds", "integer", 10, "Docker health check interval."),
+    ConfigKey(
+        "healthTimeoutSeconds",
+        "integer",
+        5,
+        "Docker health check timeout; must be below the interval.",
+    ),
+    ConfigKey(
+        "healthRetries",
+        "integer",
+        3,
+        "Failed Docker health checks before a container counts as unhealthy.",
+    ),
+    ConfigKey(
+        "healthStartPeriodSeconds",
+        "integer",
+        30,
+        "Grace period after start during which failed health checks do not count.",
+    ),
+    ConfigKey("memoryMb", "integer", 1024, "Memory limit of each container, in MiB."),
+    ConfigKey(
+        "memoryReservationMb",
+        "integer",
+        512,
+        "Memory reservation (soft limit) of each container, in MiB.",
+    ),
+    ConfigKey("cpus", "string", "0.9", "CPU limit of each container, e.g. 0.9."),
+    ConfigKey("shmSizeMb", "integer", 512, "Size of /dev/shm in each container, in MiB."),
+    ConfigKey(
+        "tmpfsSizeMb",
+        "integer",
+        256,
+        "Size of each writable tmpfs (/tmp, /home/node/.config), in MiB.",
+    ),
+    ConfigKey(
+        "stopTimeoutSeconds",
+        "integer",
+        40,
+        "Seconds Docker waits after SIGTERM before SIGKILL; the service drains for up to 30 s.",
+    ),
+    ConfigKey("logMaxSizeMb", "integer", 10, "Size at which a container log file rotates, MiB."),
+    ConfigKey("logMaxFiles", "integer", 5, "Rotated log files kept per container."),
+    ConfigKey("env", "object", {}, "Extra environment variables (name -> value) for the service."),
+    ConfigKey(
+        "puppeteerExecutablePath",
+        "string",
+        "/usr/bin/chromium",
+        "Chromium binary inside the image (PUPPETEER_EXECUTABLE_PATH).",
+    ),
+    ConfigKey(
+        "upstreamFile",
+        "string",
+        "/etc/nginx/upstreams/nocturna-img-production.conf",
+        "Nginx upstream file the switch owns and rewrites.",
+    ),
+    ConfigKey(
+        "upstreamName",
+        "string",
+        "nocturna-img-production",
+        "Name of the Nginx upstream block in upstreamFile.",
+    ),
+    ConfigKey(
+        "nginxTestCommand", "string", "nginx -t", "Command that validates the Nginx configuration."
+    ),
+    ConfigKey("nginxReloadCommand", "string", "nginx -s reload", "Command that reloads Nginx."),
+    ConfigKey(
+        "verifyUrl",
+        "string",
+        "",
+        "Loopback URL through Nginx that reports the upstream it reached (see nginx/); "
+        "empty: skip the post-switch verification.",
+    ),
+    ConfigKey(
+        "smokePath",
+        "string",
+        "",
+        "Extra path probed on the target before switching (GET, expects 200); "
+        "empty: health path only.",
+    ),
+    ConfigKey("probeAttempts", "integer", 30, "Health probes of the target before giving up."),
+    ConfigKey("probeIntervalSeconds", "integer", 2, "Seconds between health probes."),
+    ConfigKey("probeTimeoutSeconds", "integer", 5, "Timeout of one health probe request."),
+    ConfigKey(
+        "routerPython",
+        "string",
+        "venv/bin/python",
+        "Python that runs the switch (python -m nocturna_infra.switch), relative to "
+        "this project directory or absolute.",
+    ),
+    ConfigKey(
+        "stateStack",
+        "string",
+        "",
+        "Stack whose outputs hold the previous deployment (which image each slot runs). "
+        "Empty: this stack itself, organization/<project>/<stack>.",
+    ),
+)
+
+SCHEMA_BY_NAME: Final = {key.name: key for key in CONFIG_SCHEMA}
+
+MEMORY_FLOOR_MB: Final = 256
+MIN_STOP_TIMEOUT_SECONDS: Final = 31  # the service drains in-flight requests for up to 30 s
+NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+IMAGE_REPOSITORY_PATTERN: Final = re.compile(
+    r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$"
+)
+ENV_NAME_PATTERN: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+UPSTREAM_NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9_.-]+$")
+URL_PATH_PATTERN: Final = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$")
+MANAGED_ENV: Final = frozenset(
+    {"NODE_ENV", "PORT", "HOST", "DEPLOYMENT_SLOT", "PUPPETEER_EXECUTABLE_PATH", "API_KEY"}
+)
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    repository: str
+    tag: str
+    context: str
+    """As configured (relative to the project directory), so state is machine-independent."""
+    dockerfile: str
+    platform: str
+    base_image: str
+    extra_ca_certs_dir: Path | None
+    build_args: Mapping[str, str]
+
+    @property
+    def name(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    path: str
+    interval_seconds: int
+    timeout_seconds: int
+    retries: int
+    start_period_seconds: int
+
+
+@dataclass(frozen=True)
+class ResourceLimits:
+    memory_mb: int
+    memory_reservation_mb: int
+    cpus: str
+    shm_size_mb: int
+    tmpfs_size_mb: int
+    stop_timeout_seconds: int
+    log_max_size_mb: int
+    log_max_files: int
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    upstream_file: str
+    upstream_name: str
+    nginx_test_command: str
+    nginx_reload_command: str
+    verify_url: str
+    smoke_path: str
+    probe_attempts: int
+    probe_interval_seconds: int
+    probe_timeout_seconds: int
+    python: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the program needs, validated; plain values except the secret API key."""
+
+    environment: Environment
+    active_slot: Slot
+    service_name: str
+    network_name: str
+    image: ImageSettings
+    app_port: int
+    slot_ports: Mapping[Slot, int]
+    bind_address: str
+    health: HealthSettings
+    limits: ResourceLimits
+    env: Mapping[str, str]
+    puppeteer_executable_path: str
+    router: RouterSettings
+    state_stack: str
+    api_key: pulumi.Input[str]
+
+    @property
+    def slots(self) -> tuple[Slot, ...]:
+        """The slots this stack runs: blue and green, or staging alone."""
+        return tuple(self.slot_ports)
+
+    @property
+    def standby_slot(self) -> Slot | None:
+        return self.active_slot.other if self.environment is Environment.PRODUCTION else None
+
+    @staticmethod
+    def from_config(cfg: pulumi.Config, project_dir: Path | None = None) -> Settings:
+        """Read every declared key of `cfg` (raw strings, as the engine sends them)."""
+        raw = {key.name: cfg.get(key.name) for key in CONFIG_SCHEMA if not key.secret}
+        api_key = cfg.get_secret("apiKey")
+        if api_key is None:
+            msg = (
+                f"{cfg.full_key('apiKey')}: is required; the service refuses to start in "
+                "production without it. Run `pulumi config set --secret apiKey <key>`."
+            )
+            raise ConfigError(msg)
+        stack = pulumi.get_stack()
+        return parse_settings(
+            raw,
+            api_key=api_key,
+            namespace=cfg.name,
+            default_state_stack=f"organization/{pulumi.get_project()}/{stack}",
+            project_dir=project_dir or Path.cwd(),
+        )
+
+
+class _Reader:
+    """Typed access to raw config strings, with defaults from CONFIG_SCHEMA."""
+
+    def __init__(self, raw: Mapping[str, str | None], namespace: str) -> None:
+        self._raw = raw
+        self._namespace = namespace
+
+    def key(self, name: str) -> str:
+        return f"{self._namespace}:{name}"
+
+    def fail(self, name: str, problem: str, value: object, remedy: str = "") -> NoReturn:
+        msg = f"{self.key(name)}: {problem}; got {value!r}."
+        if remedy:
+            msg += f" {remedy}"
+        raise ConfigError(msg) from None
+
+    def string(self, name: str) -> str:
+        value = self._raw.get(name)
+        return str(SCHEMA_BY_NAME[name].default) if value is None else value
+
+    def integer(self, name: str, low: int, high: int) -> int:
+        text = self._raw.get(name)
+        if text is None:
+            value = int(SCHEMA_BY_NAME[name].default)
+        else:
+            try:
+                value = int(text)
+            except ValueError:
+                self.fail(name, "must be a whole number", text)
+        if not low <= value <= high:
+            self.fail(name, f"must be between {low} and {high}", value)
+        return value
+
+    def mapping(self, name: str) -> dict[str, str]:
+        text = self._raw.get(name)
+        if text is None:
+            return dict(SCHEMA_BY_NAME[name].default)
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            self.fail(name, "must be an object of name -> value", text)
+        if not isinstance(value, dict):
+            self.fail(name, "must be an object of name -> value", value)
+        result: dict[str, str] = {}
+        for item_name, item in value.items():
+            if isinstance(item, bool):
+                item = "true" if item else "false"
+            if not isinstance(item, str | int | float):
+                self.fail(f"{name}.{item_name}", "must be a string, number or boolean", item)
+            result[str(item_name)] = str(item)
+        return result
+
+    def choice(self, name: str, allowed: tuple[str, ...]) -> str:
+        value = self.string(name)
+        if value not in allowed:
+            self.fail(
+                name,
+                f"must be one of {', '.join(allowed)}",
+                value,
+                f"Run `pulumi config set {name} {allowed[0]}`.",
+            )
+        return value
+
+    def matching(self, name: str, pattern: re.Pattern[str], allowed: str) -> str:
+        value = self.string(name)
+        if not pattern.fullmatch(value):
+            self.fail(name, f"must be {allowed}", value)
+        return value
+
+
+def parse_settings(
+    raw: Mapping[str, str | None],
+    *,
+    api_key: pulumi.Input[str],
+    namespace: str = PROJECT,
+    default_state_stack: str = f"organization/{PROJECT}/production",
+    project_dir: Path,
+) -> Settings:
+    """Validate raw config strings into Settings; raise ConfigError at the first problem."""
+    read = _Reader(raw, namespace)
+    environment = Environment(read.choice("environment", tuple(e.value for e in Environment)))
+    active_slot = Slot(read.choice("activeSlot", tuple(s.value for s in PRODUCTION_SLOTS)))
+    if environment is Environment.STAGING and active_slot is not Slot.BLUE:
+        read.fail(
+            "activeSlot",
+            "staging runs a single container and has no blue/green slots",
+            active_slot.value,
+            "Run `pulumi config rm activeSlot`.",
+        )
+
+    app_port = read.integer("appPort", 1, 65535)
+    slot_ports = _slot_ports(read, environment)
+    bind_address = read.string("bindAddress")
+    try:
+        ipaddress.ip_address(bind_address)
+    except ValueError:
+        read.fail("bindAddress", "must be an IP address such as 127.0.0.1", bind_address)
+
+    health = HealthSettings(
+        path=read.matching("healthPath", URL_PATH_PATTERN, "a URL path starting with /"),
+        interval_seconds=read.integer("healthIntervalSeconds", 1, 3600),
+        timeout_seconds=read.integer("healthTimeoutSeconds", 1, 3600),
+        retries=read.integer("healthRetries", 1, 100),
+        start_period_seconds=read.integer("healthStartPeriodSeconds", 0, 3600),
+    )
+    if health.timeout_seconds >= health.interval_seconds:
+        read.fail(
+            "healthTimeoutSeconds",
+            f"must be below healthIntervalSeconds ({health.interval_seconds})",
+            health.timeout_seconds,
+        )
+
+    limits = _limits(read)
+    env = read.mapping("env")
+    for env_name in env:
+        if not ENV_NAME_PATTERN.fullmatch(env_name):
+            read.fail(
+                "env", "names must be letters, digits and _, not starting with a digit", env_name
+            )
+        if env_name in MANAGED_ENV:
+            read.fail(
+                "env",
+                f"{env_name} is set by the program; managed names are "
+                + ", ".join(sorted(MANAGED_ENV)),
+                env_name,
+                "Use apiKey for API_KEY and the matching keys for the others.",
+            )
+
+    return Settings(
+        environment=environment,
+        active_slot=active_slot,
+        service_name=read.matching(
+            "serviceName", NAME_PATTERN, "lower-case letters, digits, '.', '_' or '-'"
+        ),
+        network_name=read.matching(
+            "networkName", NAME_PATTERN, "lower-case letters, digits, '.', '_' or '-'"
+        ),
+        image=_image(read, environment, project_dir),
+        app_port=app_port,
+        slot_ports=slot_ports,
+        bind_address=bind_address,
+        health=health,
+        limits=limits,
+        env=env,
+        puppeteer_executable_path=read.matching(
+            "puppeteerExecutablePath", re.compile(r"^/[A-Za-z0-9._/-]+$"), "an absolute path"
+        ),
+        router=_router(read),
+        state_stack=read.string("stateStack") or default_state_stack,
+        api_key=api_key,
+    )
+
+
+def _slot_ports(read: _Reader, environment: Environment) -> dict[Slot, int]:
+    if environment is Environment.STAGING:
+        return {Slot.STAGING: read.integer("stagingPort", 1, 65535)}
+    ports = {slot: read.integer(f"{slot}Port", 1, 65535) for slot in PRODUCTION_SLOTS}
+    if ports[Slot.BLUE] == ports[Slot.GREEN]:
+        read.fail(
+            "greenPort",
+            "must differ from bluePort, since both slots run at once",
+            ports[Slot.GREEN],
+        )
+    return ports
+
+
+def _limits(read: _Reader) -> ResourceLimits:
+    memory_mb = read.integer("memoryMb", MEMORY_FLOOR_MB, 1024 * 1024)
+    reservation_mb = read.integer("memoryReservationMb", 0, 1024 * 1024)
+    if reservation_mb > memory_mb:
+        read.fail("memoryReservationMb", f"must not exceed memoryMb ({memory_mb})", reservation_mb)
+    cpus = read.string("cpus")
+    try:
+        cpus_value = float(cpus)
+    except ValueError:
+        cpus_value = -1.0
+    if not 0.01 <= cpus_value <= 1024:
+        read.fail("cpus", "must be a number of CPUs between 0.01 and 1024", cpus)
+    return ResourceLimits(
+        memory_mb=memory_mb,
+        memory_reservation_mb=reservation_mb,
+        cpus=cpus,
+        shm_size_mb=read.integer("shmSizeMb", 1, 1024 * 1024),
+        tmpfs_size_mb=read.integer("tmpfsSizeMb", 1, 1024 * 1024),
+        stop_timeout_seconds=read.integer("stopTimeoutSeconds", MIN_STOP_TIMEOUT_SECONDS, 3600),
+        log_max_size_mb=read.integer("logMaxSizeMb", 1, 10 * 1024),
+        log_max_files=read.integer("logMaxFiles", 1, 100),
+    )
+
+
+def _image(read: _Reader, environment: Environment, project_dir: Path) -> ImageSettings:
+    repository = read.matching(
+        "imageName", IMAGE_REPOSITORY_PATTERN, "a lower-case image repository name"
+    )
+    _existing_path(read, "buildContext", project_dir, Path.is_dir, "directory")
+    _existing_path(read, "dockerfile", project_dir, Path.is_file, "file")
+    ca_dir = (
+        _existing_path(read, "extraCaCertsDir", project_dir, Path.is_dir, "directory")
+        if read.string("extraCaCertsDir")
+        else None
+    )
+    build_args = read.mapping("buildArgs")
+    for arg in build_args:
+        if arg in {"BASE_IMAGE", "EXTRA_CA_CERTS"}:
+            read.fail(
+                "buildArgs", f"{arg} is set by the program from baseImage/extraCaCertsDir", arg
+            )
+    return ImageSettings(
+        repository=repository,
+        tag=environment.value,
+        context=read.string("buildContext"),
+        dockerfile=read.string("dockerfile"),
+        platform=read.matching(
+            "platform", re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$"), "like linux/amd64"
+        ),
+        base_image=read.matching(
+            "baseImage", re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$"), "an image reference"
+        ),
+        extra_ca_certs_dir=ca_dir,
+        build_args=build_args,
+    )
+
+
+def _existing_path(
+    read: _Reader, name: str, project_dir: Path, exists: Callable[[Path], bool], kind: str
+) -> Path:
+    text = read.string(name)
+    path = (project_dir / text).resolve()
+    if not exists(path):
+        read.fail(
+            name,
+            f"must name an existing {kind} (relative to {project_dir})",
+            text,
+        )
+    return path
+
+
+def _router(read: _Reader) -> RouterSettings:
+    upstream_file = read.string("upstreamFile")
+    if not upstream_file.startswith("/") or not re.fullmatch(r"[A-Za-z0-9._/-]+", upstream_file):
+        read.fail("upstreamFile", "must be an absolute path", upstream_file)
+    commands = {}
+    for name in ("nginxTestCommand", "nginxReloadCommand"):
+        text = read.string(name)
+        try:
+            words = shlex.split(text)
+        except ValueError:
+            words = []
+        if not words:
+            read.fail(name, "must be a command line such as 'nginx -t'", text)
+        commands[name] = text
+    verify_url = read.string("verifyUrl")
+    if verify_url and not re.fullmatch(
+        r"https?://(127\.[0-9.]+|localhost|\[::1\])(:\d+)?/\S*", verify_url
+    ):
+        read.fail(
+            "verifyUrl",
+            "must be empty or an http(s) URL on a loopback address, such as "
+            "http://127.0.0.1:8099/nocturna-verify",
+            verify_url,
+        )
+    smoke_path = read.string("smokePath")
+    if smoke_path and not URL_PATH_PATTERN.fullmatch(smoke_path):
+        read.fail("smokePath", "must be empty or a URL path starting with /", smoke_path)
+    python = read.string("routerPython")
+    if not re.fullmatch(r"[A-Za-z0-9._/+-]+", python):
+        read.fail("routerPython", "must be a path to a Python interpreter", python)
+    return RouterSettings(
+        upstream_file=upstream_file,
+        upstream_name=read.matching(
+            "upstreamName", UPSTREAM_NAME_PATTERN, "letters, digits, '.', '_' or '-'"
+        ),
+        nginx_test_command=commands["nginxTestCommand"],
+        nginx_reload_command=commands["nginxReloadCommand"],
+        verify_url=verify_url,
+        smoke_path=smoke_path,
+        probe_attempts=read.integer("probeAttempts", 1, 1000),
+        probe_interval_seconds=read.integer("probeIntervalSeconds", 1, 600),
+        probe_timeout_seconds=read.integer("probeTimeoutSeconds", 1, 600),
+        python=python,
+    )

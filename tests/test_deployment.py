@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import pytest
+
+from nocturna_infra.deployment import (
+    RecordedState,
+    SlotAction,
+    plan_actions,
+    release_fingerprint,
+    takes_release,
+)
+from nocturna_infra.slot import PRODUCTION_SLOTS, Slot
+
+BLUE_ARGS = {"name": "nocturna-chart-blue", "image": "sha256:1"}
+GREEN_ARGS = {"name": "nocturna-chart-green", "image": "sha256:1"}
+
+
+def recorded(live: Slot, release: str = "r1") -> RecordedState:
+    return RecordedState(
+        live_slot=live,
+        slots={Slot.BLUE: BLUE_ARGS, Slot.GREEN: GREEN_ARGS},
+        release=release,
+        api_keys={Slot.BLUE: "k", Slot.GREEN: "k"},
+    )
+
+
+def test_first_deployment_deploys_every_slot() -> None:
+    assert plan_actions(None, PRODUCTION_SLOTS, Slot.BLUE) == {
+        Slot.BLUE: SlotAction.DEPLOY,
+        Slot.GREEN: SlotAction.DEPLOY,
+    }
+
+
+@pytest.mark.parametrize(
+    ("live", "standby"),
+    [
+        pytest.param(Slot.BLUE, Slot.GREEN, id="blue-live"),
+        pytest.param(Slot.GREEN, Slot.BLUE, id="green-live"),
+    ],
+)
+def test_unchanged_active_slot_freezes_live_and_offers_release_to_standby(
+    live: Slot, standby: Slot
+) -> None:
+    assert plan_actions(recorded(live), PRODUCTION_SLOTS, live) == {
+        live: SlotAction.FROZEN,
+        standby: SlotAction.DEPLOY_IF_NEW,
+    }
+
+
+def test_switch_freezes_every_slot() -> None:
+    assert plan_actions(recorded(Slot.BLUE), PRODUCTION_SLOTS, Slot.GREEN) == {
+        Slot.BLUE: SlotAction.FROZEN,
+        Slot.GREEN: SlotAction.FROZEN,
+    }
+
+
+def test_slot_missing_from_the_record_is_deployed() -> None:
+    only_blue = RecordedState(live_slot=Slot.BLUE, slots={Slot.BLUE: BLUE_ARGS}, release="r1")
+
+    assert plan_actions(only_blue, PRODUCTION_SLOTS, Slot.BLUE) == {
+        Slot.BLUE: SlotAction.FROZEN,
+        Slot.GREEN: SlotAction.DEPLOY,
+    }
+
+
+def test_staging_slot_takes_every_new_release() -> None:
+    staging = RecordedState(live_slot=Slot.STAGING, slots={Slot.STAGING: {}}, release="r1")
+
+    assert plan_actions(staging, (Slot.STAGING,), None) == {Slot.STAGING: SlotAction.DEPLOY_IF_NEW}
+
+
+@pytest.mark.parametrize(
+    ("action", "release", "expected"),
+    [
+        pytest.param(SlotAction.DEPLOY, "r1", True, id="deploy"),
+        pytest.param(SlotAction.FROZEN, "r2", False, id="frozen"),
+        pytest.param(SlotAction.DEPLOY_IF_NEW, "r1", False, id="same-release"),
+        pytest.param(SlotAction.DEPLOY_IF_NEW, "r2", True, id="new-release"),
+    ],
+)
+def test_takes_release(action: SlotAction, release: str, expected: bool) -> None:
+    assert takes_release(action, recorded(Slot.BLUE, release="r1"), release) is expected
+
+
+def test_fingerprint_changes_with_image_settings_and_api_key() -> None:
+    base = release_fingerprint({Slot.BLUE: BLUE_ARGS}, "k")
+
+    assert base == release_fingerprint({Slot.BLUE: dict(BLUE_ARGS)}, "k")
+    assert base != release_fingerprint({Slot.BLUE: {**BLUE_ARGS, "image": "sha256:2"}}, "k")
+    assert base != release_fingerprint({Slot.BLUE: {**BLUE_ARGS, "memory": 2048}}, "k")
+    assert base != release_fingerprint({Slot.BLUE: BLUE_ARGS}, "rotated")
+    assert "k" not in base.removeprefix("sha256:")
+
+
+def test_recorded_state_round_trips_from_outputs() -> None:
+    state = RecordedState.from_outputs(
+        {"version": 1, "liveSlot": "green", "slots": {"blue": BLUE_ARGS, "green": GREEN_ARGS}},
+        {"release": "r9", "apiKeys": {"blue": "a", "green": "b"}},
+    )
+
+    assert state == RecordedState(
+        live_slot=Slot.GREEN,
+        slots={Slot.BLUE: BLUE_ARGS, Slot.GREEN: GREEN_ARGS},
+        release="r9",
+        api_keys={Slot.BLUE: "a", Slot.GREEN: "b"},
+    )
+
+
+@pytest.mark.parametrize(
+    "plain",
+    [
+        pytest.param(None, id="no-outputs"),
+        pytest.param({"version": 99, "slots": {}}, id="unknown-version"),
+        pytest.param({"version": 1, "slots": "blue"}, id="malformed"),
+    ],
+)
+def test_unusable_outputs_mean_first_deployment(plain: object) -> None:
+    assert RecordedState.from_outputs(plain, None) is None

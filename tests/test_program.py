@@ -1,0 +1,275 @@
+"""The whole program under mocks, run after run, as `pulumi up` would drive it.
+
+The plan-diff tests run the program twice, the second run fed the first run's outputs, and
+compare every resource's recorded inputs and options: what differs is what a real
+`pulumi up` would change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+from harness import MockedRun, is_secret
+from program_runs import (
+    API_KEY,
+    IMAGE_V1,
+    IMAGE_V2,
+    ProgramMocks,
+    base_config,
+    inputs_of,
+    make_project,
+    options_of,
+    run_program,
+)
+from pulumi.runtime import settings as runtime_settings
+from pulumi.runtime.sync_await import _sync_await
+
+from nocturna_infra.settings import ConfigError
+
+BLUE = "nocturna-chart-blue-container"
+GREEN = "nocturna-chart-green-container"
+SWITCH = "nocturna-chart-switch"
+IMAGE_V3 = "sha256:" + "3" * 64
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path)
+
+
+def changes(before: MockedRun, after: MockedRun) -> dict[str, list[str]]:
+    """Per resource, the inputs and options that differ between two runs."""
+    changed: dict[str, list[str]] = {}
+    names = set(before.monitor.requests) | set(after.monitor.requests)
+    for name in sorted(names):
+        if name not in before.mocks.resources or name not in after.mocks.resources:
+            changed[name] = ["<added or removed>"]
+            continue
+        old, new = inputs_of(before, name), inputs_of(after, name)
+        keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        old_opts, new_opts = options_of(before, name), options_of(after, name)
+        keys += [f"option:{k}" for k in sorted(old_opts) if old_opts[k] != new_opts[k]]
+        if keys:
+            changed[name] = keys
+    return changed
+
+
+def image_of(run: MockedRun, name: str) -> str:
+    return inputs_of(run, name)["image"]
+
+
+def upstream_target(run: MockedRun) -> list[Any]:
+    return inputs_of(run, SWITCH)["triggers"][:2]
+
+
+@pytest.mark.parametrize("active", ["blue", "green"])
+def test_first_deployment_creates_both_slots_from_the_build(project: Path, active: str) -> None:
+    run = run_program(project, base_config(activeSlot=active))
+
+    assert image_of(run, BLUE) == IMAGE_V1
+    assert image_of(run, GREEN) == IMAGE_V1
+    port = {"blue": 3014, "green": 3012}[active]
+    assert upstream_target(run) == [active, f"127.0.0.1:{port}"]
+    assert f"--slot {active}" in inputs_of(run, SWITCH)["create"]
+    assert run.exports["liveSlot"] == active
+
+
+def test_switch_waits_for_both_slot_containers(project: Path) -> None:
+    run = run_program(project, base_config())
+
+    dependencies = options_of(run, SWITCH)["dependencies"]
+    assert [urn.rsplit("::", 1)[1] for urn in dependencies] == [BLUE, GREEN]
+
+
+@pytest.mark.parametrize(
+    ("live", "live_name", "standby_name"),
+    [
+        pytest.param("blue", BLUE, GREEN, id="blue-live"),
+        pytest.param("green", GREEN, BLUE, id="green-live"),
+    ],
+)
+def test_deploy_replaces_only_the_standby(
+    project: Path, live: str, live_name: str, standby_name: str
+) -> None:
+    first = run_program(project, base_config(activeSlot=live))
+    deploy = run_program(project, base_config(activeSlot=live), previous=first, image_id=IMAGE_V2)
+
+    assert changes(first, deploy) == {standby_name: ["image"]}
+    assert image_of(deploy, live_name) == IMAGE_V1
+    assert image_of(deploy, standby_name) == IMAGE_V2
+
+
+def test_settings_change_rolls_to_the_standby_only(project: Path) -> None:
+    first = run_program(project, base_config())
+    changed = run_program(
+        project,
+        base_config(env='{"LOG_LEVEL": "debug"}', memoryMb="2048", healthRetries="5"),
+        previous=first,
+    )
+
+    assert changes(first, changed) == {GREEN: ["envs", "healthcheck", "memory", "waitTimeout"]}
+    assert "LOG_LEVEL=debug" in inputs_of(changed, GREEN)["envs"]
+    assert inputs_of(changed, BLUE) == inputs_of(first, BLUE)
+
+
+def test_api_key_rotation_rolls_to_the_standby_only(project: Path) -> None:
+    first = run_program(project, base_config())
+    rotated = run_program(project, base_config(apiKey="key-two-0987654321"), previous=first)
+
+    assert changes(first, rotated) == {GREEN: ["envs"]}
+    assert "API_KEY=key-two-0987654321" in inputs_of(rotated, GREEN)["envs"]
+    assert f"API_KEY={API_KEY}" in inputs_of(rotated, BLUE)["envs"]
+
+
+def test_switch_changes_no_container_only_the_router(project: Path) -> None:
+    first = run_program(project, base_config())
+    deploy = run_program(project, base_config(), previous=first, image_id=IMAGE_V2)
+    switch = run_program(
+        project, base_config(activeSlot="green"), previous=deploy, image_id=IMAGE_V2
+    )
+
+    assert changes(deploy, switch) == {SWITCH: ["create", "triggers"]}
+    assert upstream_target(switch) == ["green", "127.0.0.1:3012"]
+    assert switch.exports["liveSlot"] == "green"
+    assert switch.exports["standbySlot"] == "blue"
+
+
+def test_rollback_returns_to_the_untouched_previous_version(project: Path) -> None:
+    first = run_program(project, base_config())
+    deploy = run_program(project, base_config(), previous=first, image_id=IMAGE_V2)
+    switch = run_program(
+        project, base_config(activeSlot="green"), previous=deploy, image_id=IMAGE_V2
+    )
+    rollback = run_program(
+        project, base_config(activeSlot="blue"), previous=switch, image_id=IMAGE_V2
+    )
+
+    assert changes(switch, rollback) == {SWITCH: ["create", "triggers"]}
+    assert inputs_of(rollback, BLUE) == inputs_of(first, BLUE)
+    assert image_of(rollback, BLUE) == IMAGE_V1
+    assert upstream_target(rollback) == ["blue", "127.0.0.1:3014"]
+
+
+def test_unchanged_up_after_a_switch_keeps_the_rollback_target(project: Path) -> None:
+    first = run_program(project, base_config())
+    deploy = run_program(project, base_config(), previous=first, image_id=IMAGE_V2)
+    switch = run_program(
+        project, base_config(activeSlot="green"), previous=deploy, image_id=IMAGE_V2
+    )
+    again = run_program(
+        project, base_config(activeSlot="green"), previous=switch, image_id=IMAGE_V2
+    )
+
+    assert changes(switch, again) == {}
+    assert image_of(again, BLUE) == IMAGE_V1
+
+
+def test_build_arriving_with_a_switch_waits_for_the_next_up(project: Path) -> None:
+    first = run_program(project, base_config())
+    deploy = run_program(project, base_config(), previous=first, image_id=IMAGE_V2)
+    switch_and_build = run_program(
+        project, base_config(activeSlot="green"), previous=deploy, image_id=IMAGE_V3
+    )
+    next_up = run_program(
+        project, base_config(activeSlot="green"), previous=switch_and_build, image_id=IMAGE_V3
+    )
+
+    assert changes(deploy, switch_and_build) == {SWITCH: ["create", "triggers"]}
+    assert changes(switch_and_build, next_up) == {BLUE: ["image"]}
+    assert image_of(next_up, BLUE) == IMAGE_V3
+    assert image_of(next_up, GREEN) == IMAGE_V2
+
+
+def test_unchanged_up_changes_nothing(project: Path) -> None:
+    first = run_program(project, base_config())
+    again = run_program(project, base_config(), previous=first)
+
+    assert changes(first, again) == {}
+
+
+def test_preview_of_a_new_build_keeps_the_live_slot_known_and_unchanged(project: Path) -> None:
+    first = run_program(project, base_config())
+    unknown_build = ProgramMocks(IMAGE_V1, first.exports)
+    unknown_build.computed = {}  # the build changed: its image ID is unknown in preview
+    preview = run_program(project, base_config(), preview=True, mocks=unknown_build)
+
+    assert inputs_of(preview, BLUE) == inputs_of(first, BLUE)
+    assert isinstance(inputs_of(preview, GREEN)["image"], pulumi.output.Unknown)
+    assert inputs_of(preview, GREEN)["name"] == "nocturna-chart-green"
+
+
+def test_staging_runs_one_container_routed_on_3013(project: Path) -> None:
+    config = base_config(
+        environment="staging",
+        upstreamFile="/etc/nginx/upstreams/nocturna-img-staging.conf",
+        upstreamName="nocturna-img-staging",
+    )
+    first = run_program(project, config, stack="staging")
+    deploy = run_program(project, config, previous=first, image_id=IMAGE_V2, stack="staging")
+
+    containers = [
+        name for name, args in first.mocks.resources.items()
+        if args.typ == "docker:index/container:Container"
+    ]  # fmt: skip
+    assert containers == ["nocturna-chart-staging-container"]
+    assert upstream_target(first) == ["staging", "127.0.0.1:3013"]
+    assert "standbySlot" not in first.exports
+    assert changes(first, deploy) == {"nocturna-chart-staging-container": ["image"]}
+
+
+def test_missing_api_key_stops_before_any_resource(project: Path) -> None:
+    config = base_config()
+    del config["apiKey"]
+    mocks = ProgramMocks(IMAGE_V1, None)
+
+    with pytest.raises(ConfigError, match=r"^nocturna-infra:apiKey: is required"):
+        run_program(project, config, mocks=mocks)
+    assert mocks.registered == []
+
+
+def test_invalid_config_stops_before_any_resource(project: Path) -> None:
+    mocks = ProgramMocks(IMAGE_V1, None)
+
+    with pytest.raises(ConfigError, match="nocturna-infra:activeSlot: must be one of blue, green"):
+        run_program(project, base_config(activeSlot="purple"), mocks=mocks)
+    assert mocks.registered == []
+
+
+def test_api_key_appears_only_inside_secrets(project: Path) -> None:
+    run = run_program(project, base_config())
+
+    for name, args in run.mocks.resources.items():
+        for key, value in args.inputs.items():
+            if API_KEY in repr(value):
+                assert (name, key) in {(BLUE, "envs"), (GREEN, "envs")}
+                assert is_secret(value)
+    public_exports = {k: v for k, v in run.exports.items() if k != "deploymentSecrets"}
+    assert API_KEY not in repr(public_exports)
+    secrets_output = runtime_settings.get_root_resource().outputs["deploymentSecrets"]  # type: ignore[union-attr]
+    assert _sync_await(secrets_output.is_secret()) is True
+
+
+def test_slot_containers_are_replaced_stop_first(project: Path) -> None:
+    run = run_program(project, base_config())
+
+    for name in (BLUE, GREEN):
+        options = options_of(run, name)
+        assert options["deleteBeforeReplace"] is True
+        assert options["replaceOnChanges"] == ["healthcheck", "init", "tmpfs"]
+
+
+def test_outputs_tell_the_operator_where_everything_is(project: Path) -> None:
+    run = run_program(project, base_config())
+
+    assert run.exports["slots"] == {
+        "blue": {"container": "nocturna-chart-blue", "image": IMAGE_V1, "url": "http://127.0.0.1:3014/health"},
+        "green": {"container": "nocturna-chart-green", "image": IMAGE_V1, "url": "http://127.0.0.1:3012/health"},
+    }  # fmt: skip
+    assert run.exports["upstreamFile"] == "/etc/nginx/upstreams/nocturna-img-production.conf"
+    assert run.exports["latestBuild"] == {
+        "image": "nocturna-chart-service:production",
+        "imageId": IMAGE_V1,
+    }

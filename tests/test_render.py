@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from program_runs import make_project
+
+from nocturna_infra import render
+from nocturna_infra.settings import Settings, parse_settings
+from nocturna_infra.slot import Slot
+
+IMAGE = "sha256:" + "ab" * 32
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path)
+
+
+def settings_for(project: Path, **overrides: str) -> Settings:
+    raw = {"buildContext": "service", **overrides}
+    return parse_settings(raw, api_key="k", project_dir=project)
+
+
+@pytest.mark.parametrize(
+    ("slot", "expected"),
+    [
+        pytest.param(Slot.BLUE, "nocturna-chart-blue", id="blue"),
+        pytest.param(Slot.GREEN, "nocturna-chart-green", id="green"),
+        pytest.param(Slot.STAGING, "nocturna-chart-staging", id="staging"),
+    ],
+)
+def test_container_name(slot: Slot, expected: str) -> None:
+    assert render.container_name("nocturna-chart", slot) == expected
+
+
+@pytest.mark.parametrize(
+    ("bind", "expected"),
+    [
+        pytest.param("127.0.0.1", "http://127.0.0.1:3012/health", id="loopback"),
+        pytest.param("0.0.0.0", "http://127.0.0.1:3012/health", id="all-interfaces"),
+        pytest.param("::", "http://[::1]:3012/health", id="all-interfaces-v6"),
+        pytest.param("::1", "http://[::1]:3012/health", id="loopback-v6"),
+    ],
+)
+def test_slot_url_reaches_the_published_port_from_the_host(bind: str, expected: str) -> None:
+    assert render.slot_url(bind, 3012, "/health") == expected
+
+
+def test_blue_container_arguments(project: Path) -> None:
+    settings = settings_for(project, env='{"LOG_LEVEL": "info"}')
+
+    assert render.container_args(settings, Slot.BLUE, IMAGE) == {
+        "name": "nocturna-chart-blue",
+        "image": IMAGE,
+        "envs": [
+            "DEPLOYMENT_SLOT=blue",
+            "HOST=0.0.0.0",
+            "LOG_LEVEL=info",
+            "NODE_ENV=production",
+            "PORT=3011",
+            "PUPPETEER_EXECUTABLE_PATH=/usr/bin/chromium",
+        ],
+        "labels": [
+            {"label": "com.nocturna.environment", "value": "production"},
+            {"label": "com.nocturna.service", "value": "chart-service"},
+            {"label": "com.nocturna.slot", "value": "blue"},
+        ],
+        "ports": [{"internal": 3011, "external": 3014, "ip": "127.0.0.1", "protocol": "tcp"}],
+        "networks_advanced": [{"name": "nocturna-network", "aliases": ["nocturna-chart-blue"]}],
+        "restart": "unless-stopped",
+        "memory": 1024,
+        "memory_reservation": 512,
+        "cpus": "0.9",
+        "shm_size": 512,
+        "tmpfs": {
+            "/tmp": "rw,noexec,nosuid,size=256m",
+            "/home/node/.config": "rw,noexec,nosuid,size=256m",
+        },
+        "read_only": True,
+        "init": True,
+        "security_opts": ["no-new-privileges:true"],
+        "capabilities": {"drops": ["ALL"]},
+        "log_driver": "json-file",
+        "log_opts": {"max-size": "10m", "max-file": "5"},
+        "stop_signal": "SIGTERM",
+        "stop_timeout": 40,
+        "destroy_grace_seconds": 40,
+        "healthcheck": {
+            "tests": [
+                "CMD",
+                "node",
+                "-e",
+                "require('http').get('http://127.0.0.1:3011/health',"
+                "r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1))",
+            ],
+            "interval": "10s",
+            "timeout": "5s",
+            "retries": 3,
+            "start_period": "30s",
+        },
+        "wait": True,
+        "wait_timeout": 70,
+    }
+
+
+def test_staging_container_has_no_slot_label_and_staging_node_env(project: Path) -> None:
+    args = render.container_args(settings_for(project, environment="staging"), Slot.STAGING, IMAGE)
+
+    assert args["name"] == "nocturna-chart-staging"
+    assert "NODE_ENV=staging" in args["envs"]
+    assert [label["label"] for label in args["labels"]] == [
+        "com.nocturna.environment",
+        "com.nocturna.service",
+    ]
+    assert args["ports"] == [
+        {"internal": 3011, "external": 3013, "ip": "127.0.0.1", "protocol": "tcp"}
+    ]
+
+
+def test_container_arguments_never_carry_the_api_key(project: Path) -> None:
+    args = render.container_args(settings_for(project), Slot.GREEN, IMAGE)
+
+    assert not [env for env in args["envs"] if env.startswith("API_KEY=")]
+
+
+def test_switch_command_routes_to_the_slot_port(project: Path) -> None:
+    assert render.switch_command(settings_for(project), Slot.GREEN, 3012) == (
+        "venv/bin/python -m nocturna_infra.switch --slot green"
+        " --upstream-file /etc/nginx/upstreams/nocturna-img-production.conf"
+        " --upstream-name nocturna-img-production --server 127.0.0.1:3012"
+        " --health-url http://127.0.0.1:3012/health --attempts 30 --interval 2 --timeout 5"
+        " --nginx-test 'nginx -t' --nginx-reload 'nginx -s reload'"
+    )
+
+
+def test_switch_command_adds_smoke_and_verification_when_configured(project: Path) -> None:
+    settings = settings_for(
+        project,
+        smokePath="/api/v1/ping",
+        verifyUrl="http://127.0.0.1:8099/nocturna-verify",
+        nginxReloadCommand="systemctl reload nginx",
+    )
+
+    assert render.switch_argv(settings, Slot.BLUE, 3014) == [
+        "venv/bin/python", "-m", "nocturna_infra.switch", "--slot", "blue",
+        "--upstream-file", "/etc/nginx/upstreams/nocturna-img-production.conf",
+        "--upstream-name", "nocturna-img-production",
+        "--server", "127.0.0.1:3014",
+        "--health-url", "http://127.0.0.1:3014/health",
+        "--smoke-url", "http://127.0.0.1:3014/api/v1/ping",
+        "--verify-url", "http://127.0.0.1:8099/nocturna-verify",
+        "--attempts", "30", "--interval", "2", "--timeout", "5",
+        "--nginx-test", "nginx -t",
+        "--nginx-reload", "systemctl reload nginx",
+    ]  # fmt: skip
+
+
+def test_build_args_put_program_owned_arguments_last(project: Path) -> None:
+    settings = settings_for(project, buildArgs='{"VERSION": "2.0.0"}', baseImage="local/node:20")
+
+    assert render.image_build_args(settings, "PEM") == {
+        "VERSION": "2.0.0",
+        "BASE_IMAGE": "local/node:20",
+        "EXTRA_CA_CERTS": "PEM",
+    }

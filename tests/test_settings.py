@@ -1,0 +1,270 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from program_runs import make_project
+
+from nocturna_infra.settings import (
+    CONFIG_SCHEMA,
+    ConfigError,
+    Environment,
+    Settings,
+    parse_settings,
+)
+from nocturna_infra.slot import Slot
+
+BASELINE = {"buildContext": "service"}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path)
+
+
+def parse(project: Path, **overrides: str) -> Settings:
+    return parse_settings({**BASELINE, **overrides}, api_key="k", project_dir=project)
+
+
+def assert_config_error(project: Path, message: str, **overrides: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(project, **overrides)
+    assert str(caught.value) == message
+
+
+def test_defaults_give_the_original_production_layout(project: Path) -> None:
+    settings = parse(project)
+
+    assert settings.environment is Environment.PRODUCTION
+    assert settings.active_slot is Slot.BLUE
+    assert settings.standby_slot is Slot.GREEN
+    assert dict(settings.slot_ports) == {Slot.BLUE: 3014, Slot.GREEN: 3012}
+    assert settings.app_port == 3011
+    assert settings.bind_address == "127.0.0.1"
+    assert settings.network_name == "nocturna-network"
+    assert settings.image.name == "nocturna-chart-service:production"
+    assert settings.router.upstream_file == "/etc/nginx/upstreams/nocturna-img-production.conf"
+    assert settings.limits.memory_mb == 1024
+    assert settings.limits.memory_reservation_mb == 512
+    assert settings.limits.stop_timeout_seconds == 40
+
+
+def test_staging_runs_one_slot_on_3013(project: Path) -> None:
+    settings = parse(project, environment="staging")
+
+    assert settings.slots == (Slot.STAGING,)
+    assert dict(settings.slot_ports) == {Slot.STAGING: 3013}
+    assert settings.standby_slot is None
+    assert settings.image.name == "nocturna-chart-service:staging"
+
+
+def test_user_env_and_build_args_are_read_as_strings(project: Path) -> None:
+    settings = parse(
+        project,
+        env='{"LOG_LEVEL": "debug", "MAX_CONCURRENT_RENDERS": 3, "ENABLE_METRICS": true}',
+        buildArgs='{"VERSION": "1.2.3"}',
+    )
+
+    assert dict(settings.env) == {
+        "LOG_LEVEL": "debug",
+        "MAX_CONCURRENT_RENDERS": "3",
+        "ENABLE_METRICS": "true",
+    }
+    assert dict(settings.image.build_args) == {"VERSION": "1.2.3"}
+
+
+def test_every_declared_key_has_a_default_or_is_secret() -> None:
+    assert all((key.default is not None) != key.secret for key in CONFIG_SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        pytest.param(
+            {"activeSlot": "purple"},
+            "nocturna-infra:activeSlot: must be one of blue, green; got 'purple'. "
+            "Run `pulumi config set activeSlot blue`.",
+            id="active-slot",
+        ),
+        pytest.param(
+            {"environment": "prod"},
+            "nocturna-infra:environment: must be one of production, staging; got 'prod'. "
+            "Run `pulumi config set environment production`.",
+            id="environment",
+        ),
+        pytest.param(
+            {"environment": "staging", "activeSlot": "green"},
+            "nocturna-infra:activeSlot: staging runs a single container and has no blue/green "
+            "slots; got 'green'. Run `pulumi config rm activeSlot`.",
+            id="staging-given-slots",
+        ),
+        pytest.param(
+            {"bluePort": "70000"},
+            "nocturna-infra:bluePort: must be between 1 and 65535; got 70000.",
+            id="port-out-of-range",
+        ),
+        pytest.param(
+            {"greenPort": "3014"},
+            "nocturna-infra:greenPort: must differ from bluePort, since both slots run at once; "
+            "got 3014.",
+            id="ports-collide",
+        ),
+        pytest.param(
+            {"appPort": "web"},
+            "nocturna-infra:appPort: must be a whole number; got 'web'.",
+            id="port-not-a-number",
+        ),
+        pytest.param(
+            {"bindAddress": "localhost"},
+            "nocturna-infra:bindAddress: must be an IP address such as 127.0.0.1; got 'localhost'.",
+            id="bind-address",
+        ),
+        pytest.param(
+            {"healthPath": "health"},
+            "nocturna-infra:healthPath: must be a URL path starting with /; got 'health'.",
+            id="health-path",
+        ),
+        pytest.param(
+            {"healthTimeoutSeconds": "10"},
+            "nocturna-infra:healthTimeoutSeconds: must be below healthIntervalSeconds (10); "
+            "got 10.",
+            id="health-timeout",
+        ),
+        pytest.param(
+            {"memoryMb": "128"},
+            "nocturna-infra:memoryMb: must be between 256 and 1048576; got 128.",
+            id="memory-floor",
+        ),
+        pytest.param(
+            {"memoryReservationMb": "2048"},
+            "nocturna-infra:memoryReservationMb: must not exceed memoryMb (1024); got 2048.",
+            id="reservation-above-limit",
+        ),
+        pytest.param(
+            {"cpus": "lots"},
+            "nocturna-infra:cpus: must be a number of CPUs between 0.01 and 1024; got 'lots'.",
+            id="cpus",
+        ),
+        pytest.param(
+            {"stopTimeoutSeconds": "10"},
+            "nocturna-infra:stopTimeoutSeconds: must be between 31 and 3600; got 10.",
+            id="stop-timeout-below-drain",
+        ),
+        pytest.param(
+            {"env": '{"PORT": "80"}'},
+            "nocturna-infra:env: PORT is set by the program; managed names are API_KEY, "
+            "DEPLOYMENT_SLOT, HOST, NODE_ENV, PORT, PUPPETEER_EXECUTABLE_PATH; got 'PORT'. "
+            "Use apiKey for API_KEY and the matching keys for the others.",
+            id="env-managed-name",
+        ),
+        pytest.param(
+            {"env": '{"1BAD": "x"}'},
+            "nocturna-infra:env: names must be letters, digits and _, not starting with a "
+            "digit; got '1BAD'.",
+            id="env-bad-name",
+        ),
+        pytest.param(
+            {"env": '["LOG_LEVEL=debug"]'},
+            "nocturna-infra:env: must be an object of name -> value; got ['LOG_LEVEL=debug'].",
+            id="env-not-an-object",
+        ),
+        pytest.param(
+            {"env": '{"NESTED": {"a": 1}}'},
+            "nocturna-infra:env.NESTED: must be a string, number or boolean; got {'a': 1}.",
+            id="env-nested-value",
+        ),
+        pytest.param(
+            {"serviceName": "Nocturna Chart"},
+            "nocturna-infra:serviceName: must be lower-case letters, digits, '.', '_' or '-'; "
+            "got 'Nocturna Chart'.",
+            id="service-name",
+        ),
+        pytest.param(
+            {"imageName": "Nocturna:latest"},
+            "nocturna-infra:imageName: must be a lower-case image repository name; "
+            "got 'Nocturna:latest'.",
+            id="image-name",
+        ),
+        pytest.param(
+            {"buildArgs": '{"BASE_IMAGE": "debian"}'},
+            "nocturna-infra:buildArgs: BASE_IMAGE is set by the program from "
+            "baseImage/extraCaCertsDir; got 'BASE_IMAGE'.",
+            id="build-args-owned",
+        ),
+        pytest.param(
+            {"upstreamFile": "upstreams/app.conf"},
+            "nocturna-infra:upstreamFile: must be an absolute path; got 'upstreams/app.conf'.",
+            id="upstream-file",
+        ),
+        pytest.param(
+            {"upstreamName": "nocturna img"},
+            "nocturna-infra:upstreamName: must be letters, digits, '.', '_' or '-'; "
+            "got 'nocturna img'.",
+            id="upstream-name",
+        ),
+        pytest.param(
+            {"nginxReloadCommand": "  "},
+            "nocturna-infra:nginxReloadCommand: must be a command line such as 'nginx -t'; "
+            "got '  '.",
+            id="reload-command",
+        ),
+        pytest.param(
+            {"verifyUrl": "http://10.0.0.5/verify"},
+            "nocturna-infra:verifyUrl: must be empty or an http(s) URL on a loopback address, "
+            "such as http://127.0.0.1:8099/nocturna-verify; got 'http://10.0.0.5/verify'.",
+            id="verify-url-not-loopback",
+        ),
+        pytest.param(
+            {"smokePath": "render"},
+            "nocturna-infra:smokePath: must be empty or a URL path starting with /; got 'render'.",
+            id="smoke-path",
+        ),
+        pytest.param(
+            {"probeAttempts": "0"},
+            "nocturna-infra:probeAttempts: must be between 1 and 1000; got 0.",
+            id="probe-attempts",
+        ),
+        pytest.param(
+            {"routerPython": "python; rm -rf /"},
+            "nocturna-infra:routerPython: must be a path to a Python interpreter; "
+            "got 'python; rm -rf /'.",
+            id="router-python",
+        ),
+        pytest.param(
+            {"platform": "amd64"},
+            "nocturna-infra:platform: must be like linux/amd64; got 'amd64'.",
+            id="platform",
+        ),
+    ],
+)
+def test_invalid_value_is_rejected_with_key_value_and_allowed(
+    project: Path, overrides: dict[str, str], message: str
+) -> None:
+    assert_config_error(project, message, **overrides)
+
+
+def test_missing_build_context_names_the_key_and_directory(project: Path) -> None:
+    assert_config_error(
+        project,
+        f"nocturna-infra:buildContext: must name an existing directory (relative to {project}); "
+        "got '../nocturna-image'.",
+        buildContext="../nocturna-image",
+    )
+
+
+def test_missing_dockerfile_names_the_key(project: Path) -> None:
+    assert_config_error(
+        project,
+        f"nocturna-infra:dockerfile: must name an existing file (relative to {project}); "
+        "got 'docker/Dockerfile'.",
+        dockerfile="docker/Dockerfile",
+    )
+
+
+def test_missing_ca_directory_names_the_key(project: Path) -> None:
+    assert_config_error(
+        project,
+        f"nocturna-infra:extraCaCertsDir: must name an existing directory (relative to "
+        f"{project}); got '/nowhere/certs'.",
+        extraCaCertsDir="/nowhere/certs",
+    )
