@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import harness
+
+from nocturna_infra.network import ServiceNetwork, ServiceNetworkArgs
+
+
+def test_network_has_a_fixed_name_and_is_replaced_delete_first() -> None:
+    run = harness.run(
+        lambda: ServiceNetwork(
+            "svc", ServiceNetworkArgs(name="nocturna-network", environment="production")
+        )
+    )
+
+    network = run.mocks.resources["svc-network"]
+    assert network.typ == "docker:index/network:Network"
+    assert network.inputs == {
+        "name": "nocturna-network",
+        "driver": "bridge",
+        "labels": [{"label": "com.nocturna.environment", "value": "production"}],
+    }
+    assert run.monitor.requests["svc-network"].deleteBeforeReplace is True
+    assert run.monitor.requests["svc"].type == "nocturna:index:ServiceNetwork"

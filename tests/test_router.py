@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import harness
+
+from nocturna_infra.router import Router, RouterArgs
+
+ARGS = RouterArgs(
+    switch_command="venv/bin/python -m nocturna_infra.switch --slot green",
+    live_slot="green",
+    upstream_file="/etc/nginx/upstreams/app.conf",
+    upstream_name="app",
+    live_server="127.0.0.1:3012",
+)
+
+
+def test_router_runs_the_switch_and_never_undoes_it() -> None:
+    run = harness.run(lambda: Router("svc", ARGS))
+
+    switch = run.mocks.resources["svc-switch"]
+    assert switch.typ == "command:local:Command"
+    assert switch.inputs == {
+        "create": "venv/bin/python -m nocturna_infra.switch --slot green",
+        "triggers": ["green", "127.0.0.1:3012", "/etc/nginx/upstreams/app.conf", "app"],
+        "logging": "stdoutAndStderr",
+    }
+    assert "delete" not in switch.inputs
+    assert list(run.monitor.requests["svc-switch"].replaceOnChanges) == ["triggers[*]"]
+    assert run.monitor.requests["svc"].type == "nocturna:index:Router"
