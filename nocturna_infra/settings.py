@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Final, NoReturn
 
 import pulumi
+import yaml
 
 from nocturna_infra.slot import PRODUCTION_SLOTS, Slot
 
@@ -340,6 +341,22 @@ class Settings:
         )
 
 
+def read_stack_file(project_dir: Path, stack: str) -> dict[str, str]:
+    """This project's plain config values from Pulumi.<stack>.yaml, as the engine sends them.
+
+    For tools that run without the Pulumi CLI (status); secrets are left out.
+    """
+    path = project_dir / f"Pulumi.{stack}.yaml"
+    document = yaml.safe_load(path.read_text()) or {}
+    raw: dict[str, str] = {}
+    for full_key, value in (document.get("config") or {}).items():
+        namespace, _, name = str(full_key).partition(":")
+        if namespace != PROJECT or isinstance(value, dict) and "secure" in value:
+            continue
+        raw[name] = value if isinstance(value, str) else json.dumps(value)
+    return raw
+
+
 class _Reader:
     """Typed access to raw config strings, with defaults from CONFIG_SCHEMA."""
 
@@ -416,9 +433,12 @@ def parse_settings(
     api_key: pulumi.Input[str],
     namespace: str = PROJECT,
     default_state_stack: str = f"organization/{PROJECT}/production",
-    project_dir: Path,
+    project_dir: Path | None,
 ) -> Settings:
-    """Validate raw config strings into Settings; raise ConfigError at the first problem."""
+    """Validate raw config strings into Settings; raise ConfigError at the first problem.
+
+    `project_dir` None skips the checks that build inputs exist (for tools that only read).
+    """
     read = _Reader(raw, namespace)
     environment = Environment(read.choice("environment", tuple(e.value for e in Environment)))
     active_slot = Slot(read.choice("activeSlot", tuple(s.value for s in PRODUCTION_SLOTS)))
@@ -530,7 +550,7 @@ def _limits(read: _Reader) -> ResourceLimits:
     )
 
 
-def _image(read: _Reader, environment: Environment, project_dir: Path) -> ImageSettings:
+def _image(read: _Reader, environment: Environment, project_dir: Path | None) -> ImageSettings:
     repository = read.matching(
         "imageName", IMAGE_REPOSITORY_PATTERN, "a lower-case image repository name"
     )
@@ -564,9 +584,11 @@ def _image(read: _Reader, environment: Environment, project_dir: Path) -> ImageS
 
 
 def _existing_path(
-    read: _Reader, name: str, project_dir: Path, exists: Callable[[Path], bool], kind: str
+    read: _Reader, name: str, project_dir: Path | None, exists: Callable[[Path], bool], kind: str
 ) -> Path:
     text = read.string(name)
+    if project_dir is None:
+        return Path(text)
     path = (project_dir / text).resolve()
     if not exists(path):
         read.fail(

@@ -11,6 +11,7 @@ from nocturna_infra.settings import (
     Environment,
     Settings,
     parse_settings,
+    read_stack_file,
 )
 from nocturna_infra.slot import Slot
 
