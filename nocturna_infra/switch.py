@@ -63,12 +63,12 @@ exit codes:
   8  the upstream file, its backup or the lock could not be written; nothing was changed
 """
 
-NAME_RE: Final = re.compile(r"^[A-Za-z0-9_.-]+$")
+NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]+")
 HOSTNAME_RE: Final = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
-METHOD_RE: Final = re.compile(r"^[A-Z]{3,10}$")
+METHOD_RE: Final = re.compile(r"[A-Z]{3,10}")
 NGINX_COMMAND_TIMEOUT: Final = 60.0
 
 
@@ -119,7 +119,7 @@ def parse_server(value: str, flag: str = "--server") -> str:
     """`HOST:PORT` for an Nginx `server` line; `localhost` is refused (it may mean ::1)."""
     expected = "HOST:PORT (IPv4 address, [IPv6] address or hostname; port 1-65535)"
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
         _usage(flag, expected, value)
     if host.startswith("[") and host.endswith("]"):
         try:
@@ -131,7 +131,7 @@ def parse_server(value: str, flag: str = "--server") -> str:
             ipaddress.IPv4Address(host)
         except ValueError:
             _usage(flag, expected, value)
-    elif not HOSTNAME_RE.match(host):
+    elif not HOSTNAME_RE.fullmatch(host):
         _usage(flag, expected, value)
     if host.lower() == "localhost" or host.lower().endswith(".localhost"):
         msg = (
@@ -159,7 +159,7 @@ def parse_url(value: str, flag: str) -> str:
 
 def parse_name(value: str, flag: str) -> str:
     """A name written into the Nginx file: letters, digits, `_`, `.`, `-` only."""
-    if not NAME_RE.match(value):
+    if not NAME_RE.fullmatch(value):
         _usage(flag, "letters, digits, '_', '.' or '-'", value)
     return value
 
@@ -202,9 +202,9 @@ def parse_command(value: str, flag: str) -> tuple[str, ...]:
 def parse_host_header(value: str) -> str:
     """A `Host` header value: hostname or IP, optionally with a port."""
     host, _, port = value.rpartition(":") if ":" in value else (value, "", "")
-    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+    if port and not (re.fullmatch(r"[0-9]{1,5}", port) and 1 <= int(port) <= 65535):
         _usage("--host-header", "HOST or HOST:PORT", value)
-    if not (HOSTNAME_RE.match(host) or re.fullmatch(r"\[[0-9A-Fa-f:.]+\]", host)):
+    if not (HOSTNAME_RE.fullmatch(host) or re.fullmatch(r"\[[0-9A-Fa-f:.]+\]", host)):
         _usage("--host-header", "HOST or HOST:PORT", value)
     return value
 
@@ -263,7 +263,7 @@ def parse_options(argv: Sequence[str]) -> SwitchOptions:
     )
     smoke = None
     if ns.smoke_url is not None:
-        if not METHOD_RE.match(ns.smoke_method):
+        if not METHOD_RE.fullmatch(ns.smoke_method):
             _usage(
                 "--smoke-method", "an upper-case HTTP method such as GET or POST", ns.smoke_method
             )
@@ -427,7 +427,9 @@ def run_nginx(argv: Sequence[str]) -> str | None:
     if done.returncode == 0:
         return None
     lines = (done.stderr or done.stdout).strip().splitlines()
-    return f"exit {done.returncode}: {lines[-1] if lines else 'no output'}"
+    # nginx -t ends with "test failed"; the line saying why is the first [emerg] one.
+    reasons = [line for line in lines if "[emerg]" in line] or lines[-1:] or ["no output"]
+    return f"exit {done.returncode}: {reasons[0]}"
 
 
 def verify_through_nginx(opts: SwitchOptions, progress: Progress) -> str | None:

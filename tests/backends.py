@@ -67,6 +67,10 @@ class Backend:
         ).start()
         return self
 
+    def start_clock(self) -> None:
+        """Count `healthy_after` from now."""
+        self._started = time.monotonic()
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
