@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import requests
@@ -29,6 +29,7 @@ class Check:
     content_type: str | None = None
     contains: str | None = None
     host_header: str | None = None
+    bearer_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ def _send(check: Check, timeout: float) -> requests.Response:
     headers = {"Connection": "close", "User-Agent": "nocturna-switch"}
     if check.host_header:
         headers["Host"] = check.host_header
+    if check.bearer_token:
+        headers["Authorization"] = f"Bearer {check.bearer_token}"
     if check.body is not None:
         headers["Content-Type"] = "application/json"
     with requests.Session() as session:

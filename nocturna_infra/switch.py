@@ -19,7 +19,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -235,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--smoke-body", help="request body (sent as application/json)")
     add("--smoke-status", default="200")
     add("--smoke-content-type", help="required Content-Type prefix, e.g. image/png")
+    add(
+        "--smoke-auth-env",
+        metavar="VAR",
+        help="environment variable holding a bearer token for the smoke request "
+        "(kept off the command line)",
+    )
     add("--host-header", help="Host header for probes and verification")
     add("--verify-url", help="URL on Nginx's loopback verification server")
     # Old workers may still answer for a moment after a reload, hence several attempts.
@@ -250,7 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_options(argv: Sequence[str]) -> SwitchOptions:
+def _bearer_token(variable: str | None, environ: Mapping[str, str]) -> str | None:
+    if variable is None:
+        return None
+    token = environ.get(variable, "")
+    if not token:
+        msg = f"--smoke-auth-env: environment variable {variable!r} is unset or empty"
+        raise UsageError(msg)
+    return token
+
+
+def parse_options(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> SwitchOptions:
     """Validate the whole command line before anything is touched."""
     ns = build_parser().parse_args(list(argv))
     name = parse_name(ns.upstream_name, "--upstream-name")
@@ -274,9 +290,10 @@ def parse_options(argv: Sequence[str]) -> SwitchOptions:
             status=parse_int(ns.smoke_status, "--smoke-status", 100, 599),
             content_type=ns.smoke_content_type,
             host_header=host,
+            bearer_token=_bearer_token(ns.smoke_auth_env, environ),
         )
-    elif ns.smoke_body is not None or ns.smoke_content_type is not None:
-        msg = "--smoke-body/--smoke-content-type: given without --smoke-url"
+    elif any(v is not None for v in (ns.smoke_body, ns.smoke_content_type, ns.smoke_auth_env)):
+        msg = "--smoke-body/--smoke-content-type/--smoke-auth-env: given without --smoke-url"
         raise UsageError(msg)
     verify = None
     if ns.verify_url is not None:

@@ -6,6 +6,7 @@ HTTP/1.1 with keepalive, so Nginx's upstream keepalive is exercised as in produc
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class Backend:
     render_status: int = 200
     requests_seen: int = 0
     last_host: str | None = None
+    last_authorization: str | None = None
     _server: ThreadingHTTPServer | None = field(default=None, repr=False)
     _started: float = 0.0
 
@@ -54,7 +56,7 @@ class Backend:
         class Handler(_Handler):
             owner = backend
 
-        server = ThreadingHTTPServer(("127.0.0.1", port), Handler, bind_and_activate=False)
+        server = _Server(("127.0.0.1", port), Handler, bind_and_activate=False)
         server.daemon_threads = True
         server.request_queue_size = 256
         server.allow_reuse_address = True
@@ -85,9 +87,18 @@ class Backend:
         return status, {"status": "healthy" if status == 200 else "degraded", "slot": self.slot}
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Nginx closing an idle upstream keepalive connection (old workers exiting after a
+        # reload) is routine, not worth a traceback.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class _Handler(BaseHTTPRequestHandler):
     owner: Backend
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
     timeout = 120  # idle keepalive: longer than Nginx's upstream keepalive_timeout
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -110,6 +121,11 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         if parts.path == "/health":
             self._json(*self.owner.health())
+        elif parts.path == "/moved":
+            self.send_response(301)
+            self.send_header("Location", "/health")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         elif parts.path == "/slow":
             seconds = float(parse_qs(parts.query).get("s", ["2"])[0])
             time.sleep(seconds)
@@ -120,6 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.owner.requests_seen += 1
         self.owner.last_host = self.headers.get("Host")
+        self.owner.last_authorization = self.headers.get("Authorization")
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
         if urlsplit(self.path).path == "/render" and self.owner.render_status == 200:

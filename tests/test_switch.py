@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from nocturna_infra.switch import ExitCode, UsageError, main, parse_options
+from nocturna_infra.switch import ExitCode, UsageError, backoff, main, parse_options
 from nocturna_infra.upstream import parse_upstream, render_upstream, routing_text
 from tests.backends import Backend
 from tests.nginx_instance import UPSTREAM_NAME, NginxInstance
@@ -582,7 +582,7 @@ def with_flag(flag: str, value: str) -> list[str]:
         pytest.param(
             "--smoke-body",
             "{}",
-            "--smoke-body/--smoke-content-type: given without --smoke-url",
+            "--smoke-body/--smoke-content-type/--smoke-auth-env: given without --smoke-url",
             id="smoke-body-without-url",
         ),
     ],
@@ -637,3 +637,37 @@ def test_defaults_match_the_contract() -> None:
     assert opts.nginx_reload == ("nginx", "-s", "reload")
     assert opts.lock_file == Path("/etc/nginx/upstreams/nocturna-img-production.conf.lock")
     assert opts.servers == ("127.0.0.1:3012",)
+
+
+def test_smoke_auth_env_must_name_a_set_variable() -> None:
+    argv = [*BASE, "--smoke-url", "http://127.0.0.1:3012/render", "--smoke-auth-env", "API_KEY"]
+    with pytest.raises(UsageError) as raised:
+        parse_options(argv, environ={})
+    assert str(raised.value) == (
+        "--smoke-auth-env: environment variable 'API_KEY' is unset or empty"
+    )
+
+
+def test_smoke_request_carries_bearer_token_from_environment(nginx, green, monkeypatch) -> None:
+    monkeypatch.setenv("NOCTURNA_TEST_API_KEY", "s3cret")
+    smoke = [
+        "--smoke-url", green.url("/render"),
+        "--smoke-method", "POST",
+        "--smoke-auth-env", "NOCTURNA_TEST_API_KEY",
+    ]  # fmt: skip
+
+    assert main(switch_argv(nginx, green, *smoke), now=lambda: NOW) == ExitCode.OK
+    assert green.last_authorization == "Bearer s3cret"
+
+
+@pytest.mark.parametrize(
+    ("attempt", "ceiling", "first", "delay"),
+    [
+        pytest.param(1, 2.0, 0.1, 0.1, id="first-retry-is-quick"),
+        pytest.param(3, 2.0, 0.1, 0.4, id="doubles"),
+        pytest.param(8, 2.0, 0.1, 2.0, id="capped-at-interval"),
+        pytest.param(1, 0.05, 0.1, 0.05, id="interval-below-first"),
+    ],
+)
+def test_backoff_doubles_up_to_the_interval(attempt, ceiling, first, delay) -> None:
+    assert backoff(attempt, ceiling, first) == pytest.approx(delay)
