@@ -16,6 +16,7 @@ import ipaddress
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -61,6 +62,8 @@ exit codes:
   6  verification through Nginx failed; the previous file was restored and reloaded
   7  another switch holds the lock; nothing was changed
   8  the upstream file, its backup or the lock could not be written; nothing was changed
+  128+N  killed by signal N (SIGTERM: 143, SIGINT: 130); after the file swap, the
+     previous file was restored and reloaded first
 """
 
 NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]+")
@@ -70,6 +73,7 @@ HOSTNAME_RE: Final = re.compile(
 )
 METHOD_RE: Final = re.compile(r"[A-Z]{3,10}")
 NGINX_COMMAND_TIMEOUT: Final = 60.0
+INTERRUPTS: Final = (signal.SIGTERM, signal.SIGINT)
 
 
 class UsageError(Exception):
@@ -79,10 +83,22 @@ class UsageError(Exception):
 class SwitchError(Exception):
     """The switch stopped; `code` says how far it got and what was put back."""
 
-    def __init__(self, code: ExitCode, reason: str) -> None:
+    def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived; raised so a half-done switch can put the old file back."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
 
 
 @dataclass(frozen=True)
@@ -514,8 +530,9 @@ def apply_switch(opts: SwitchOptions, new_text: str, progress: Progress) -> bool
         if problem is None:
             return False
         # The file is right but Nginx is not (e.g. an earlier switch was killed before its
-        # reload): reload the file as it is, without rewriting it.
-        return _reload_and_verify(opts, old, progress, restore=False)
+        # reload): test and reload the file as it is, without rewriting it.
+        return _test_reload_verify(opts, old, progress, restore=False)
+    _remove_stale_temps(path)
     try:
         if old is not None:
             write_atomic(path.with_name(path.name + ".prev"), old)
@@ -524,20 +541,32 @@ def apply_switch(opts: SwitchOptions, new_text: str, progress: Progress) -> bool
         msg = f"cannot write {path}: {error.strerror}; nothing changed"
         raise SwitchError(ExitCode.FILESYSTEM, msg) from error
     progress.step(f"write {path}: {opts.slot} -> {', '.join(opts.servers)} (was {_describe(old)})")
+    try:
+        return _test_reload_verify(opts, old, progress, restore=True)
+    except Interrupted as interrupted:
+        note = _restore_and_reload(opts, old, progress)
+        name = signal.Signals(interrupted.signum).name
+        msg = f"interrupted by {name}; previous file restored and reloaded{note}"
+        raise SwitchError(128 + interrupted.signum, msg) from None
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temp files of switches killed between write and rename; we hold the lock."""
+    for stale in path.parent.glob(f".{path.name}.tmp.*"):
+        stale.unlink(missing_ok=True)
+
+
+def _test_reload_verify(
+    opts: SwitchOptions, old: bytes | None, progress: Progress, *, restore: bool
+) -> bool:
     problem = run_nginx(opts.nginx_test)
     progress.step(f"nginx test: {problem or 'ok'}")
     if problem is not None:
-        note = _restore(opts, old, progress)
+        note = _restore(opts, old, progress) if restore else ""
+        done = "previous file restored" if restore else "file left as it was"
         raise SwitchError(
-            ExitCode.CONFIG_REJECTED,
-            f"nginx -t rejected the new file ({problem}); previous file restored{note}",
+            ExitCode.CONFIG_REJECTED, f"nginx -t rejected the new file ({problem}); {done}{note}"
         )
-    return _reload_and_verify(opts, old, progress, restore=True)
-
-
-def _reload_and_verify(
-    opts: SwitchOptions, old: bytes | None, progress: Progress, *, restore: bool
-) -> bool:
     problem = run_nginx(opts.nginx_reload)
     progress.step(f"nginx reload: {problem or 'ok'}")
     if problem is not None:
@@ -580,11 +609,19 @@ def main(argv: Sequence[str] | None = None, now: Callable[[], datetime] | None =
     except SystemExit as done:  # --help
         return int(done.code or 0)
     progress = Progress()
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in INTERRUPTS}
     try:
         summary = run(opts, now or (lambda: datetime.now(UTC)), progress)
     except SwitchError as failure:
         print(f"switch: {failure.reason}", file=sys.stderr)
         return failure.code
+    except Interrupted as interrupted:  # before the swap: nothing to put back
+        name = signal.Signals(interrupted.signum).name
+        print(f"switch: interrupted by {name}; nothing changed", file=sys.stderr)
+        return 128 + interrupted.signum
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(f"switch: {summary}", flush=True)
     return ExitCode.OK
 

@@ -468,6 +468,26 @@ def test_sigkill_during_switch_leaves_a_complete_file_and_no_stale_lock(
     assert served_eventually(nginx, "green") == "green"
 
 
+def test_sigterm_after_the_swap_restores_previous_file(nginx, green, tmp_path) -> None:
+    before = nginx.upstream_file.read_bytes()
+    marker = tmp_path / "nginx-test-started"
+    slow_test = shlex.join(["sh", "-c", f"touch {shlex.quote(str(marker))}; sleep 30"])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nocturna_infra.switch",
+         *switch_argv(nginx, green, "--nginx-test", slow_test)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _wait_for(marker.exists)
+
+    process.terminate()
+    _, err = process.communicate(timeout=20)
+
+    assert process.returncode == 128 + signal.SIGTERM
+    assert err == "switch: interrupted by SIGTERM; previous file restored and reloaded\n"
+    assert nginx.upstream_file.read_bytes() == before
+    assert served_eventually(nginx, "blue") == "blue"
+
+
 # --- usage errors: exact messages, nothing touched ------------------------------------------
 
 BASE = [
@@ -671,3 +691,11 @@ def test_smoke_request_carries_bearer_token_from_environment(nginx, green, monke
 )
 def test_backoff_doubles_up_to_the_interval(attempt, ceiling, first, delay) -> None:
     assert backoff(attempt, ceiling, first) == pytest.approx(delay)
+
+
+def test_temp_file_left_by_a_killed_switch_is_removed(nginx, green) -> None:
+    stale = nginx.upstream_file.with_name(f".{nginx.upstream_file.name}.tmp.99999")
+    stale.write_text("upstream half-writ")
+
+    assert main(switch_argv(nginx, green), now=lambda: NOW) == ExitCode.OK
+    assert not stale.exists()
