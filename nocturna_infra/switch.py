@@ -62,8 +62,8 @@ exit codes:
   6  verification through Nginx failed; the previous file was restored and reloaded
   7  another switch holds the lock; nothing was changed
   8  the upstream file, its backup or the lock could not be written; nothing was changed
-  128+N  killed by signal N (SIGTERM: 143, SIGINT: 130); after the file swap, the
-     previous file was restored and reloaded first
+  143/130  stopped by SIGTERM/SIGINT (128 + signal); after the file swap the previous
+     file was restored and reloaded first, before it nothing was changed
 """
 
 NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]+")
@@ -240,13 +240,32 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
-    add("--upstream-file", required=True, help="upstream file the switch owns and rewrites")
-    add("--upstream-name", required=True, help="name of the Nginx upstream block")
-    add("--slot", required=True, help="slot name recorded in the file and output")
-    add("--server", action="append", required=True, help="HOST:PORT of the target (repeatable)")
-    add("--health-url", action="append", required=True, help="must answer 200 (repeatable)")
+    add(
+        "--upstream-file",
+        required=True,
+        metavar="PATH",
+        help="upstream file the switch owns and rewrites",
+    )
+    add("--upstream-name", required=True, metavar="NAME", help="name of the Nginx upstream block")
+    add("--slot", required=True, metavar="NAME", help="slot name recorded in the file and output")
+    add(
+        "--server",
+        action="append",
+        required=True,
+        metavar="HOST:PORT",
+        help="HOST:PORT of the target (repeatable)",
+    )
+    add(
+        "--health-url",
+        action="append",
+        required=True,
+        metavar="URL",
+        help="must answer 200 (repeatable)",
+    )
     add("--health-contains", help="text every health response body must contain")
-    add("--smoke-url", help="optional smoke request proving the service really works")
+    add(
+        "--smoke-url", metavar="URL", help="optional smoke request proving the service really works"
+    )
     add("--smoke-method", default="GET")
     add("--smoke-body", help="request body (sent as application/json)")
     add("--smoke-status", default="200")
@@ -258,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(kept off the command line)",
     )
     add("--host-header", help="Host header for probes and verification")
-    add("--verify-url", help="URL on Nginx's loopback verification server")
+    add("--verify-url", metavar="URL", help="URL on Nginx's loopback verification server")
     # Old workers may still answer for a moment after a reload, hence several attempts.
     add("--verify-attempts", default="20", help="verification attempts (default: %(default)s)")
     add("--nginx-test", default="nginx -t", help="default: %(default)s")
