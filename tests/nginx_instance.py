@@ -167,7 +167,8 @@ class NginxInstance:
             if not self.pid_file.exists():  # removed by the master as its last act
                 return
             time.sleep(0.01)
-        os.kill(pid, signal.SIGKILL)
+        # The daemonised master leads its own process group: take the workers down with it.
+        os.killpg(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
 
     def slot_served(self, path: str = "/") -> str:
