@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import requests
 
 from nocturna_infra.switch import ExitCode, UsageError, backoff, main, parse_options
 from nocturna_infra.upstream import parse_upstream, render_upstream, routing_text
@@ -699,3 +700,11 @@ def test_temp_file_left_by_a_killed_switch_is_removed(nginx, green) -> None:
 
     assert main(switch_argv(nginx, green), now=lambda: NOW) == ExitCode.OK
     assert not stale.exists()
+
+
+def test_public_server_never_reports_the_upstream_address(nginx) -> None:
+    public = requests.get(nginx.url("/health"), timeout=5)
+    internal = requests.get(nginx.verify_url("/health"), timeout=5)
+
+    assert "X-Nocturna-Upstream" not in public.headers
+    assert internal.headers["X-Nocturna-Upstream"] == f"127.0.0.1:{nginx.blue_port}"
