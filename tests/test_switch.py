@@ -703,8 +703,10 @@ def test_temp_file_left_by_a_killed_switch_is_removed(nginx, green) -> None:
 
 
 def test_public_server_never_reports_the_upstream_address(nginx) -> None:
-    public = requests.get(nginx.url("/health"), timeout=5)
-    internal = requests.get(nginx.verify_url("/health"), timeout=5)
+    with requests.Session() as session:
+        session.trust_env = False  # loopback only, whatever the proxy variables say
+        public = session.get(nginx.url("/health"), timeout=5)
+        internal = session.get(nginx.verify_url("/health"), timeout=5)
 
     assert "X-Nocturna-Upstream" not in public.headers
     assert internal.headers["X-Nocturna-Upstream"] == f"127.0.0.1:{nginx.blue_port}"
