@@ -1,0 +1,145 @@
+"""Threaded HTTP backends on 127.0.0.1 standing in for a slot of the service.
+
+HTTP/1.1 with keepalive, so Nginx's upstream keepalive is exercised as in production.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+PNG_BYTES = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
+
+
+@dataclass
+class Backend:
+    """One fake slot. Mutable knobs let a test make it sick, slow or the wrong service.
+
+    - `health_status`: status of /health once it is up.
+    - `healthy_after`: seconds after start during which /health answers 503.
+    - `wrong_service`: /health answers 200 with another service's JSON.
+    - `render_status`: status of POST /render (the smoke request).
+    """
+
+    slot: str
+    health_status: int = 200
+    healthy_after: float = 0.0
+    wrong_service: bool = False
+    render_status: int = 200
+    requests_seen: int = 0
+    last_host: str | None = None
+    last_authorization: str | None = None
+    _server: ThreadingHTTPServer | None = field(default=None, repr=False)
+    _started: float = 0.0
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    @property
+    def server(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self, port: int = 0) -> Backend:
+        backend = self
+
+        class Handler(_Handler):
+            owner = backend
+
+        server = _Server(("127.0.0.1", port), Handler, bind_and_activate=False)
+        server.daemon_threads = True
+        server.request_queue_size = 256
+        server.allow_reuse_address = True
+        server.server_bind()
+        server.server_activate()
+        self._server = server
+        self._started = time.monotonic()
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        return self
+
+    def start_clock(self) -> None:
+        """Count `healthy_after` from now."""
+        self._started = time.monotonic()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        if self.wrong_service:
+            return 200, {"status": "ok", "service": "some-other-app"}
+        if time.monotonic() - self._started < self.healthy_after:
+            return 503, {"status": "degraded", "slot": self.slot}
+        status = self.health_status
+        return status, {"status": "healthy" if status == 200 else "degraded", "slot": self.slot}
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Nginx closing an idle upstream keepalive connection (old workers exiting after a
+        # reload) is routine, not worth a traceback.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: Backend
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
+    timeout = 120  # idle keepalive: longer than Nginx's upstream keepalive_timeout
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _reply(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Slot", self.owner.slot)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, payload: dict[str, Any]) -> None:
+        self._reply(status, json.dumps(payload, separators=(",", ":")).encode(), "application/json")
+
+    def do_GET(self) -> None:
+        self.owner.requests_seen += 1
+        self.owner.last_host = self.headers.get("Host")
+        parts = urlsplit(self.path)
+        if parts.path == "/health":
+            self._json(*self.owner.health())
+        elif parts.path == "/moved":
+            self.send_response(301)
+            self.send_header("Location", "/health")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif parts.path == "/slow":
+            seconds = float(parse_qs(parts.query).get("s", ["2"])[0])
+            time.sleep(seconds)
+            self._json(200, {"slot": self.owner.slot, "slept": seconds})
+        else:
+            self._json(200, {"slot": self.owner.slot, "path": parts.path})
+
+    def do_POST(self) -> None:
+        self.owner.requests_seen += 1
+        self.owner.last_host = self.headers.get("Host")
+        self.owner.last_authorization = self.headers.get("Authorization")
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        if urlsplit(self.path).path == "/render" and self.owner.render_status == 200:
+            self._reply(200, PNG_BYTES, "image/png")
+        else:
+            self._json(self.owner.render_status, {"error": "render failed"})

@@ -1,0 +1,180 @@
+"""A private Nginx running the shipped config, for tests, the benchmark and the rehearsal.
+
+The shipped `nginx/nocturna-chart.conf` is used as is, except for the ports and the upstream
+file path, substituted as exact strings (each must match exactly once). A thin wrapper
+`nginx.conf` supplies what a host's own nginx.conf would: pid, logs, temp paths, events, and the
+main-context snippet `nginx/nocturna-main.conf`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+SITE_CONF = REPO / "nginx" / "nocturna-chart.conf"
+MAIN_CONF = REPO / "nginx" / "nocturna-main.conf"
+NGINX = "/usr/sbin/nginx"
+UPSTREAM_NAME = "nocturna-img-production"
+DEFAULT_UPSTREAM_FILE = "/etc/nginx/upstreams/nocturna-img-production.conf"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _substitute(text: str, old: str, new: str) -> str:
+    count = text.count(old)
+    assert count == 1, f"shipped config: expected {old!r} once, found {count} times"
+    return text.replace(old, new)
+
+
+def render_site_conf(
+    text: str, *, listen_port: int, verify_port: int, upstream_file: Path, blue: int, green: int
+) -> str:
+    """The shipped site config with test ports and paths; nothing else changes."""
+    text = _substitute(text, "listen 80;", f"listen 127.0.0.1:{listen_port};")
+    text = _substitute(text, "listen 127.0.0.1:8099;", f"listen 127.0.0.1:{verify_port};")
+    text = _substitute(text, f"include {DEFAULT_UPSTREAM_FILE};", f"include {upstream_file};")
+    text = _substitute(text, "127.0.0.1:3014/health", f"127.0.0.1:{blue}/health")
+    return _substitute(text, "127.0.0.1:3012/health", f"127.0.0.1:{green}/health")
+
+
+def render_wrapper_conf(prefix: Path) -> str:
+    temp = prefix / "tmp"
+    return f"""\
+daemon on;
+worker_processes 2;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log notice;
+include {MAIN_CONF};
+events {{
+    worker_connections 1024;
+}}
+http {{
+    access_log off;
+    client_body_temp_path {temp}/client_body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    include {prefix}/extra.conf;
+    include {prefix}/nocturna-chart.conf;
+}}
+"""
+
+
+@dataclass
+class NginxInstance:
+    """Nginx under `prefix`, listening on 127.0.0.1 only. `extra_conf` is an http-context file
+    standing for the operator's other vhosts (tests break it to make `nginx -t` fail)."""
+
+    prefix: Path
+    blue_port: int
+    green_port: int
+    listen_port: int = field(default_factory=free_port)
+    verify_port: int = field(default_factory=free_port)
+
+    @property
+    def conf(self) -> Path:
+        return self.prefix / "nginx.conf"
+
+    @property
+    def extra_conf(self) -> Path:
+        return self.prefix / "extra.conf"
+
+    @property
+    def upstream_file(self) -> Path:
+        return self.prefix / "upstreams" / f"{UPSTREAM_NAME}.conf"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.prefix / "nginx.pid"
+
+    def command(self, *args: str) -> list[str]:
+        return [NGINX, "-p", str(self.prefix), "-c", str(self.conf), *args]
+
+    @property
+    def test_command(self) -> str:
+        return shlex.join(self.command("-t", "-q"))
+
+    @property
+    def reload_command(self) -> str:
+        return shlex.join(self.command("-s", "reload"))
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.listen_port}{path}"
+
+    def verify_url(self, path: str = "/health") -> str:
+        return f"http://127.0.0.1:{self.verify_port}{path}"
+
+    def write_config(self) -> None:
+        os.chmod(self.prefix, 0o755)  # workers run as nobody and need to traverse it
+        (self.prefix / "tmp").mkdir(exist_ok=True)
+        self.upstream_file.parent.mkdir(exist_ok=True)
+        self.extra_conf.write_text("# the operator's other http-context config\n")
+        site = render_site_conf(
+            SITE_CONF.read_text(),
+            listen_port=self.listen_port,
+            verify_port=self.verify_port,
+            upstream_file=self.upstream_file,
+            blue=self.blue_port,
+            green=self.green_port,
+        )
+        (self.prefix / "nocturna-chart.conf").write_text(site)
+        self.conf.write_text(render_wrapper_conf(self.prefix))
+
+    def start(self) -> None:
+        subprocess.run(self.command(), check=True, capture_output=True, timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.listen_port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        msg = f"nginx did not listen on {self.listen_port}"
+        raise RuntimeError(msg)
+
+    def master_pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def stop(self) -> None:
+        pid = self.master_pid()
+        if pid is None:
+            return
+        # SIGTERM is Nginx's fast shutdown; `nginx -s stop` would first parse the config,
+        # which a test may have broken on purpose.
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if not self.pid_file.exists():  # removed by the master as its last act
+                return
+            time.sleep(0.01)
+        # The daemonised master leads its own process group: take the workers down with it.
+        os.killpg(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+
+    def slot_served(self, path: str = "/") -> str:
+        """Which slot answers a request through the public server (fresh connection)."""
+        with requests.Session() as session:
+            session.trust_env = False
+            response = session.get(self.url(path), timeout=5, headers={"Connection": "close"})
+        response.raise_for_status()
+        return response.headers["X-Slot"]
