@@ -351,7 +351,7 @@ def read_stack_file(project_dir: Path, stack: str) -> dict[str, str]:
     raw: dict[str, str] = {}
     for full_key, value in (document.get("config") or {}).items():
         namespace, _, name = str(full_key).partition(":")
-        if namespace != PROJECT or isinstance(value, dict) and "secure" in value:
+        if namespace != PROJECT or (isinstance(value, dict) and "secure" in value):
             continue
         raw[name] = value if isinstance(value, str) else json.dumps(value)
     return raw

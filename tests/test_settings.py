@@ -269,3 +269,29 @@ def test_missing_ca_directory_names_the_key(project: Path) -> None:
         f"{project}); got '/nowhere/certs'.",
         extraCaCertsDir="/nowhere/certs",
     )
+
+
+def test_read_only_tools_can_parse_without_the_build_inputs() -> None:
+    settings = parse_settings({"environment": "staging"}, api_key="", project_dir=None)
+
+    assert settings.image.context == "../nocturna-image"
+    assert dict(settings.slot_ports) == {Slot.STAGING: 3013}
+
+
+def test_stack_file_values_are_read_as_the_engine_sends_them(tmp_path: Path) -> None:
+    (tmp_path / "Pulumi.production.yaml").write_text(
+        "config:\n"
+        "  nocturna-infra:activeSlot: green\n"
+        "  nocturna-infra:bluePort: 4014\n"
+        "  nocturna-infra:env:\n"
+        "    LOG_LEVEL: debug\n"
+        "  nocturna-infra:apiKey:\n"
+        "    secure: v1:abc\n"
+        "  docker:host: unix:///var/run/docker.sock\n"
+    )
+
+    assert read_stack_file(tmp_path, "production") == {
+        "activeSlot": "green",
+        "bluePort": "4014",
+        "env": '{"LOG_LEVEL": "debug"}',
+    }
