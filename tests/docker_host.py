@@ -237,6 +237,19 @@ def wait_healthy(container: str, timeout: float = 90) -> dict[str, Any]:
     raise DockerError(msg)
 
 
+def wait_health_status(container: str, wanted: str, timeout: float = 90) -> dict[str, Any]:
+    """Wait until Docker's health status of the container is `wanted`; return `State.Health`."""
+    deadline = time.monotonic() + timeout
+    health: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        health = inspect(container)["State"].get("Health", {})
+        if health.get("Status") == wanted:
+            return health
+        time.sleep(0.5)
+    msg = f"{container[:12]}: health not {wanted!r} after {timeout:.0f}s (last: {health})"
+    raise DockerError(msg)
+
+
 def wait_for_log(container: str, text: str, timeout: float = 30) -> None:
     """Wait until `text` appears in the container's output."""
     deadline = time.monotonic() + timeout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +28,8 @@ NPM_STEP = "npm ci"
 SRC_STEP = "COPY src ./src"
 # No compilers, fetchers or VCS: they only serve builds (native addons, downloads), and the
 # Dockerfile installs none. npm stays: it is part of the node base image, as in node:20-slim.
+# Timing overrides only: the check command that runs is still the image's own HEALTHCHECK.
+FAST_HEALTH = ("--health-interval", "1s", "--health-start-period", "1ms")  # 0 would inherit
 BUILD_ONLY_COMMANDS = ("cc", "gcc", "g++", "c++", "make", "curl", "wget", "git")
 
 
@@ -62,13 +65,7 @@ def service(image: BuildResult) -> Iterator[tuple[str, int]]:
     port = docker_host.free_port()
     container = docker_host.run(
         image.image_id,
-        [
-            *docker_host.HARDENED_RUN_OPTIONS,
-            "--health-interval",
-            "1s",
-            "--health-start-period",
-            "0s",
-        ],
+        [*docker_host.HARDENED_RUN_OPTIONS, *FAST_HEALTH],
         publish=(port, docker_host.SERVICE_PORT),
         env={"DEPLOYMENT_SLOT": "blue", "API_KEY": "test-key-not-secret"},
     )
@@ -129,6 +126,30 @@ def test_every_process_runs_as_uid_1000(service):
 
     assert rows
     assert all(row.split()[1] == "1000" for row in rows), rows
+
+
+def test_release_marked_unhealthy_fails_the_image_healthcheck(rebuild, tmp_path):
+    context = copy_fixture(tmp_path)
+    (context / "src" / "version.js").write_text(
+        'module.exports = { version: "3.0.0", healthy: false };\n'
+    )
+    broken = rebuild(context)
+    port = docker_host.free_port()
+    container = docker_host.run(
+        broken.image_id,
+        [*docker_host.HARDENED_RUN_OPTIONS, *FAST_HEALTH, "--health-retries", "2"],
+        publish=(port, docker_host.SERVICE_PORT),
+    )
+    try:
+        health = docker_host.wait_health_status(container, "unhealthy")
+        with pytest.raises(urllib.error.HTTPError) as error:
+            get_json(f"http://127.0.0.1:{port}/health")
+
+        assert health["Log"][-1]["ExitCode"] == 1
+        assert error.value.code == 503
+        assert json.loads(error.value.read())["status"] == "degraded"
+    finally:
+        docker_host.docker("rm", "-f", container, check=False)
 
 
 def test_only_the_tmpfs_paths_are_writable(service):
