@@ -252,6 +252,31 @@ def test_image_has_chromium_and_trusts_the_host_cas(image):
     assert output == "chromium\n" + extra
 
 
+def test_base_stage_builds_without_extra_cas(image):
+    result = docker_host.build(
+        docker_host.FIXTURE_SERVICE,
+        args=docker_host.default_build_args(EXTRA_CA_CERTS=""),
+        target="base",
+    )
+    try:
+        extra = sh_in_image(result.image_id, "ls /usr/local/share/ca-certificates")
+    finally:
+        docker_host.docker("image", "rm", result.image_id, check=False)
+
+    assert extra == ""
+
+
+def test_extra_ca_certs_without_a_certificate_fail_the_build(image):
+    with pytest.raises(docker_host.DockerError) as error:
+        docker_host.build(
+            docker_host.FIXTURE_SERVICE,
+            args=docker_host.default_build_args(EXTRA_CA_CERTS="not a certificate"),
+            target="base",
+        )
+
+    assert "EXTRA_CA_CERTS: no PEM certificate found" in str(error.value)
+
+
 def test_code_change_rebuilds_only_the_app_layer(image, rebuild, tmp_path):
     context = copy_fixture(tmp_path)
     with (context / "src" / "version.js").open("a") as version:
