@@ -45,22 +45,23 @@ def main() -> int:
     docker_host.ensure_engine()
     docker_host.ensure_base_image()
     args = docker_host.default_build_args(VERSION="bench", REVISION="bench")
-    built: list[str] = []
+    built: list[docker_host.BuildResult] = []
     with tempfile.TemporaryDirectory() as tmp:
         context = Path(tmp) / "service"
         shutil.copytree(options.context, context, ignore=shutil.ignore_patterns("node_modules"))
         try:
             full = docker_host.build(context, args=args, no_cache=True)
-            built.append(full.image_id)
+            built.append(full)
             _edit_code(context)
             code = docker_host.build(context, args=args)
-            built.append(code.image_id)
+            built.append(code)
             _edit_lockfile(context)
             lock = docker_host.build(context, args=args)
-            built.append(lock.image_id)
+            built.append(lock)
             size = int(docker_host.inspect(lock.image_id)["Size"])
         finally:
-            docker_host.docker("image", "rm", *sorted(set(built)), check=False)
+            for result in built:
+                docker_host.remove_image(result)
 
     ratio = code.seconds / full.seconds
     print(f"no-cache build:        {full.seconds:7.2f} s")

@@ -8,9 +8,11 @@ else.
 Reused by the Dockerfile tests, the benchmark and the end-to-end rehearsal:
 
     ensure_engine(); ensure_base_image()
-    result = build(FIXTURE_SERVICE, args=default_build_args(), tag="nocturna-test/svc:1")
-    cid = run(result.image_id, HARDENED_RUN_OPTIONS, publish=(free_port(), 3011))
+    result = build(FIXTURE_SERVICE, args=default_build_args(VERSION="1.0.0"))
+    cid = run(result.image_id, HARDENED_RUN_OPTIONS, publish=(free_port(), SERVICE_PORT))
     wait_healthy(cid)
+    ...
+    docker("rm", "-f", cid); remove_image(result)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,9 +122,10 @@ class Step:
 
 @dataclass(frozen=True)
 class BuildResult:
-    """An image built by `build`, with the plain-progress log and the wall time it took."""
+    """An image built by `build`: its id, its tag, the plain-progress log and the wall time."""
 
     image_id: str
+    tag: str
     log: str
     seconds: float
 
@@ -154,15 +158,18 @@ def build(
     no_cache: bool = False,
     target: str | None = None,
 ) -> BuildResult:
-    """`DOCKER_BUILDKIT=1 docker build` of `context` with `dockerfile`, labelled for cleanup."""
+    """`DOCKER_BUILDKIT=1 docker build` of `context` with `dockerfile`, labelled for cleanup.
+
+    Without `tag` the image gets a unique `nocturna-test/build:<random>` tag, so `remove_image`
+    can drop exactly this build even if another build produced the same image id.
+    """
+    tag = tag or f"nocturna-test/build:{uuid.uuid4().hex[:12]}"
     with tempfile.TemporaryDirectory() as tmp:
         iidfile = Path(tmp) / "iid"
         argv = ["build", "--progress=plain", "--iidfile", str(iidfile), "--label", TEST_LABEL]
-        argv += ["-f", str(dockerfile)]
+        argv += ["-f", str(dockerfile), "-t", tag]
         for key, value in (args or {}).items():
             argv += ["--build-arg", f"{key}={value}"]
-        if tag:
-            argv += ["-t", tag]
         if no_cache:
             argv.append("--no-cache")
         if target:
@@ -174,7 +181,12 @@ def build(
         if proc.returncode != 0:
             msg = f"docker build of {context} failed ({proc.returncode}):\n{log[-6000:]}"
             raise DockerError(msg)
-        return BuildResult(iidfile.read_text().strip(), log, seconds)
+        return BuildResult(iidfile.read_text().strip(), tag, log, seconds)
+
+
+def remove_image(result: BuildResult) -> None:
+    """Remove the tag `build` gave; the image goes with it unless something else uses it."""
+    docker("image", "rm", result.tag, check=False)
 
 
 def free_port() -> int:
@@ -269,7 +281,11 @@ def stop(container: str, timeout: int = 40) -> int:
 
 
 def remove_labelled() -> None:
-    """Remove every container and image labelled `com.nocturna.test=1`, and nothing else."""
+    """Remove every container and image labelled `com.nocturna.test=1`, and nothing else.
+
+    For a CI machine or a manual clean-up: on a daemon shared with other test sessions this
+    also removes theirs, so tests remove what they created by id or tag instead.
+    """
     label = f"label={TEST_LABEL}"
     containers = docker("ps", "-aq", "--filter", label).stdout.split()
     if containers:

@@ -38,26 +38,24 @@ def image() -> Iterator[BuildResult]:
     docker_host.ensure_engine()
     docker_host.ensure_base_image()
     args = docker_host.default_build_args(**LABELS)
-    tag = f"nocturna-test/chart-service:{uuid.uuid4().hex[:12]}"
-    result = docker_host.build(docker_host.FIXTURE_SERVICE, args=args, tag=tag)
+    result = docker_host.build(docker_host.FIXTURE_SERVICE, args=args)
     yield result
-    docker_host.docker("image", "rm", tag, check=False)
+    docker_host.remove_image(result)
 
 
 @pytest.fixture
 def rebuild(image: BuildResult) -> Iterator[Callable[[Path], BuildResult]]:
     """Build a modified copy of the fixture like `image`; remove the new image afterwards."""
-    built: list[str] = []
+    built: list[BuildResult] = []
 
     def _build(context: Path) -> BuildResult:
         result = docker_host.build(context, args=docker_host.default_build_args(**LABELS))
-        built.append(result.image_id)
+        built.append(result)
         return result
 
     yield _build
-    leftovers = [image_id for image_id in built if image_id != image.image_id]
-    if leftovers:
-        docker_host.docker("image", "rm", *leftovers, check=False)
+    for result in built:
+        docker_host.remove_image(result)
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +259,7 @@ def test_base_stage_builds_without_extra_cas(image):
     try:
         extra = sh_in_image(result.image_id, "ls /usr/local/share/ca-certificates")
     finally:
-        docker_host.docker("image", "rm", result.image_id, check=False)
+        docker_host.remove_image(result)
 
     assert extra == ""
 
