@@ -10,7 +10,7 @@ import pulumi
 from pulumi.runtime.sync_await import _sync_await
 
 from nocturna_infra import render
-from nocturna_infra.ca_certs import read_extra_ca_certs
+from nocturna_infra.ca_certs import CaCertError, read_extra_ca_certs
 from nocturna_infra.deployment import (
     RecordedState,
     SlotAction,
@@ -22,7 +22,7 @@ from nocturna_infra.deployment import (
 from nocturna_infra.image import ServiceImage, ServiceImageArgs
 from nocturna_infra.network import ServiceNetwork, ServiceNetworkArgs
 from nocturna_infra.router import Router, RouterArgs
-from nocturna_infra.settings import Environment, Settings
+from nocturna_infra.settings import PROJECT, ConfigError, Environment, Settings
 from nocturna_infra.slot import Slot
 from nocturna_infra.slot_container import SlotContainer, SlotContainerArgs
 
@@ -48,13 +48,13 @@ def main(project_dir: Path | None = None) -> None:
     """Declare the whole stack. Reads config here, never at import."""
     project_dir = project_dir or Path.cwd()
     settings = Settings.from_config(pulumi.Config(), project_dir)
+    build_args = render.image_build_args(settings, _extra_ca_certs(settings))
     previous = read_previous_state(settings.state_stack)
     name = settings.service_name
 
     network = ServiceNetwork(
         name, ServiceNetworkArgs(name=settings.network_name, environment=settings.environment)
     )
-    ca_dir = settings.image.extra_ca_certs_dir
     image = ServiceImage(
         name,
         ServiceImageArgs(
@@ -62,9 +62,7 @@ def main(project_dir: Path | None = None) -> None:
             context=settings.image.context,
             dockerfile=settings.image.dockerfile,
             platform=settings.image.platform,
-            build_args=render.image_build_args(
-                settings, read_extra_ca_certs(ca_dir) if ca_dir else ""
-            ),
+            build_args=build_args,
         ),
     )
 
@@ -165,6 +163,17 @@ def main(project_dir: Path | None = None) -> None:
             }
         ),
     )
+
+
+def _extra_ca_certs(settings: Settings) -> str:
+    directory = settings.image.extra_ca_certs_dir
+    if directory is None:
+        return ""
+    try:
+        return read_extra_ca_certs(directory)
+    except CaCertError as error:
+        msg = f"{PROJECT}:extraCaCertsDir: {error}. Only PEM CA certificates (*.crt) belong there."
+        raise ConfigError(msg) from None
 
 
 def _choose_arguments(

@@ -15,8 +15,6 @@ from nocturna_infra.slot import Slot
 
 SERVICE_LABEL: Final = "chart-service"
 LABEL_PREFIX: Final = "com.nocturna"
-# Paths the service writes to; everything else in the container is read-only.
-WRITABLE_PATHS: Final = ("/tmp", "/home/node/.config")
 # Node one-liner, so the health check needs no curl in the image.
 HEALTHCHECK_SCRIPT: Final = (
     "require('http').get('http://127.0.0.1:{port}{path}',"
@@ -74,7 +72,6 @@ def container_args(settings: Settings, slot: Slot, image: str) -> dict[str, Any]
         "DEPLOYMENT_SLOT": slot.value,
         **settings.env,
     }
-    tmpfs_options = f"rw,noexec,nosuid,size={limits.tmpfs_size_mb}m"
     return {
         "name": name,
         "image": image,
@@ -94,7 +91,11 @@ def container_args(settings: Settings, slot: Slot, image: str) -> dict[str, Any]
         "memory_reservation": limits.memory_reservation_mb,
         "cpus": limits.cpus,
         "shm_size": limits.shm_size_mb,
-        "tmpfs": {path: tmpfs_options for path in WRITABLE_PATHS},
+        "tmpfs": {
+            "/tmp": f"rw,nosuid,nodev,size={limits.tmpfs_size_mb}m",
+            # Chromium's profile directory: owned by the image's `node` user (uid 1000).
+            "/home/node/.config": "rw,nosuid,nodev,noexec,size=16m,uid=1000,gid=1000,mode=0700",
+        },
         "read_only": True,
         "init": True,
         "security_opts": ["no-new-privileges:true"],
@@ -153,6 +154,8 @@ def switch_argv(settings: Settings, slot: Slot, port: int) -> list[str]:
         "--health-url",
         f"http://{server}{settings.health.path}",
     ]
+    if settings.health.expected_text:
+        argv += ["--health-contains", settings.health.expected_text]
     if router.smoke_path:
         argv += ["--smoke-url", f"http://{server}{router.smoke_path}"]
     if router.verify_url:

@@ -125,6 +125,13 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "something other than the local Nginx must reach the slots.",
     ),
     ConfigKey("healthPath", "string", "/health", "HTTP path of the service's health check."),
+    ConfigKey(
+        "healthContains",
+        "string",
+        '"status":"healthy"',
+        "Text the health response must contain before a switch, so another service "
+        "answering 200 on the port is refused. Empty: the status code alone.",
+    ),
     ConfigKey("healthIntervalSeconds", "integer", 10, "Docker health check interval."),
     ConfigKey(
         "healthTimeoutSeconds",
@@ -193,9 +200,9 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
     ConfigKey(
         "verifyUrl",
         "string",
-        "",
-        "Loopback URL through Nginx that reports the upstream it reached (see nginx/); "
-        "empty: skip the post-switch verification.",
+        "http://127.0.0.1:8099/health",
+        "URL on Nginx's loopback verification server (nginx/nocturna-chart.conf) that proves, "
+        "after the reload, that Nginx reaches the new slot. Empty: skip.",
     ),
     ConfigKey(
         "smokePath",
@@ -259,6 +266,7 @@ class ImageSettings:
 @dataclass(frozen=True)
 class HealthSettings:
     path: str
+    expected_text: str
     interval_seconds: int
     timeout_seconds: int
     retries: int
@@ -460,6 +468,7 @@ def parse_settings(
 
     health = HealthSettings(
         path=read.matching("healthPath", URL_PATH_PATTERN, "a URL path starting with /"),
+        expected_text=read.string("healthContains"),
         interval_seconds=read.integer("healthIntervalSeconds", 1, 3600),
         timeout_seconds=read.integer("healthTimeoutSeconds", 1, 3600),
         retries=read.integer("healthRetries", 1, 100),

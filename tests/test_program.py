@@ -273,3 +273,30 @@ def test_outputs_tell_the_operator_where_everything_is(project: Path) -> None:
         "image": "nocturna-chart-service:production",
         "imageId": IMAGE_V1,
     }
+
+
+def test_a_non_certificate_in_the_ca_directory_is_a_config_error(project: Path) -> None:
+    certs = project / "certs"
+    certs.mkdir()
+    (certs / "proxy.crt").write_text("not a certificate\n")
+    mocks = ProgramMocks(IMAGE_V1, None)
+
+    with pytest.raises(ConfigError) as caught:
+        run_program(project, base_config(extraCaCertsDir="certs"), mocks=mocks)
+    assert str(caught.value) == (
+        f"nocturna-infra:extraCaCertsDir: {certs / 'proxy.crt'}: not a PEM certificate "
+        "(no '-----BEGIN CERTIFICATE-----' block found). Only PEM CA certificates (*.crt) "
+        "belong there."
+    )
+    assert mocks.registered == []
+
+
+def test_host_ca_certificates_reach_the_build_as_pem(project: Path) -> None:
+    certs = Path("/usr/local/share/ca-certificates")
+    if not list(certs.glob("*.crt")):
+        pytest.skip("this host has no extra CA certificates")
+    run = run_program(project, base_config(extraCaCertsDir=str(certs)))
+
+    build_args = inputs_of(run, "nocturna-chart-image")["build"]["args"]
+    assert build_args["EXTRA_CA_CERTS"].startswith("-----BEGIN CERTIFICATE-----")
+    assert build_args["BASE_IMAGE"] == "node:20-slim"

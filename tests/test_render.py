@@ -74,8 +74,8 @@ def test_blue_container_arguments(project: Path) -> None:
         "cpus": "0.9",
         "shm_size": 512,
         "tmpfs": {
-            "/tmp": "rw,noexec,nosuid,size=256m",
-            "/home/node/.config": "rw,noexec,nosuid,size=256m",
+            "/tmp": "rw,nosuid,nodev,size=256m",
+            "/home/node/.config": "rw,nosuid,nodev,noexec,size=16m,uid=1000,gid=1000,mode=0700",
         },
         "read_only": True,
         "init": True,
@@ -129,7 +129,8 @@ def test_switch_command_routes_to_the_slot_port(project: Path) -> None:
         "venv/bin/python -m nocturna_infra.switch --slot green"
         " --upstream-file /etc/nginx/upstreams/nocturna-img-production.conf"
         " --upstream-name nocturna-img-production --server 127.0.0.1:3012"
-        " --health-url http://127.0.0.1:3012/health --attempts 30 --interval 2 --timeout 5"
+        ' --health-url http://127.0.0.1:3012/health --health-contains \'"status":"healthy"\''
+        " --verify-url http://127.0.0.1:8099/health --attempts 30 --interval 2 --timeout 5"
         " --nginx-test 'nginx -t' --nginx-reload 'nginx -s reload'"
     )
 
@@ -148,12 +149,25 @@ def test_switch_command_adds_smoke_and_verification_when_configured(project: Pat
         "--upstream-name", "nocturna-img-production",
         "--server", "127.0.0.1:3014",
         "--health-url", "http://127.0.0.1:3014/health",
+        "--health-contains", '"status":"healthy"',
         "--smoke-url", "http://127.0.0.1:3014/api/v1/ping",
         "--verify-url", "http://127.0.0.1:8099/nocturna-verify",
         "--attempts", "30", "--interval", "2", "--timeout", "5",
         "--nginx-test", "nginx -t",
         "--nginx-reload", "systemctl reload nginx",
     ]  # fmt: skip
+
+
+def test_switch_command_can_skip_text_check_and_verification(project: Path) -> None:
+    settings = settings_for(project, healthContains="", verifyUrl="")
+
+    assert render.switch_command(settings, Slot.STAGING, 3013) == (
+        "venv/bin/python -m nocturna_infra.switch --slot staging"
+        " --upstream-file /etc/nginx/upstreams/nocturna-img-production.conf"
+        " --upstream-name nocturna-img-production --server 127.0.0.1:3013"
+        " --health-url http://127.0.0.1:3013/health --attempts 30 --interval 2 --timeout 5"
+        " --nginx-test 'nginx -t' --nginx-reload 'nginx -s reload'"
+    )
 
 
 def test_build_args_put_program_owned_arguments_last(project: Path) -> None:
