@@ -1,0 +1,771 @@
+"""End-to-end rehearsal harness: the real program, applied to the local Docker engine and Nginx.
+
+Not product code. The Pulumi engine cannot run here, so `ApplyingMocks` stands in for it:
+the real program runs under the SDK's mocks, and each resource it declares is *applied* to
+this host the way the provider would, with engine-like memory between runs:
+
+- `docker:index/network:Network`  -> created once (`docker network create` equivalent);
+- `docker:index/image:Image`      -> built with BuildKit from its declared context,
+                                     Dockerfile and args; its output is the local image ID;
+- `docker:index/container:Container` -> unchanged inputs: left alone; changed: stopped
+                                     and removed first, then created from its declared
+                                     inputs (Engine API), then waited on until healthy;
+- `command:local:Command`          -> its `create` runs with /bin/sh in the project
+                                     directory when new or when any input changed;
+- `pulumi:pulumi:StackReference`   -> the outputs of this stack's last successful run.
+
+The translation from declared inputs to Docker is explicit (`container_create_body`): an
+input it does not know fails loudly, never silently dropped. A failed run leaves the
+previous outputs, as the engine does, and a container whose health wait failed stays in
+place with its inputs recorded (the engine's "initialization error": the next run with the
+same inputs does not touch it again).
+
+Run it: `venv/bin/python -m tests.rehearsal` (prints the per-step table).
+"""
+
+from __future__ import annotations
+
+import gc
+import http.client
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import requests
+from pulumi.runtime import mocks as pm
+from pulumi.runtime import settings
+
+from nocturna_infra import program
+from tests import docker_host, harness
+from tests.harness import MockedRun, unsecret
+from tests.load import SlowClients, WrkLoad
+from tests.nginx_instance import UPSTREAM_NAME, NginxInstance
+
+REPO: Final = Path(__file__).resolve().parent.parent
+DOCKER_SOCKET: Final = "/var/run/docker.sock"
+HEALTH_POLL_SECONDS: Final = 0.5
+
+
+class UnsupportedInputError(ValueError):
+    """A declared input this harness cannot apply; failing beats silently dropping it."""
+
+
+class ApplyError(RuntimeError):
+    """Applying a resource failed, as the provider's step would."""
+
+
+# --- Docker Engine API over the unix socket -------------------------------------------------
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=120)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def engine(method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
+    """One Docker Engine API call; returns the decoded JSON (or None)."""
+    connection = _UnixConnection(DOCKER_SOCKET)
+    try:
+        payload = None if body is None else json.dumps(body)
+        headers = {"Content-Type": "application/json"} if payload else {}
+        connection.request(method, path, body=payload, headers=headers)
+        response = connection.getresponse()
+        data = response.read()
+    finally:
+        connection.close()
+    if response.status not in ok:
+        msg = f"docker API {method} {path}: {response.status} {data.decode(errors='replace')}"
+        raise ApplyError(msg)
+    return json.loads(data) if data else None
+
+
+# --- Declared inputs -> Docker -------------------------------------------------------------
+
+_DURATION: Final = re.compile(r"^(\d+)(ms|s|m|h)$")
+
+
+def _nanoseconds(value: str) -> int:
+    match = _DURATION.match(value)
+    if not match:
+        msg = f"duration {value!r}: expected <n>ms|s|m|h"
+        raise UnsupportedInputError(msg)
+    scale = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}[match.group(2)]
+    return int(match.group(1)) * scale
+
+
+def _only(kind: str, value: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        msg = f"{kind}: unsupported inputs {unknown}"
+        raise UnsupportedInputError(msg)
+
+
+CONTAINER_INPUTS: Final = {
+    "name", "image", "envs", "labels", "ports", "networksAdvanced", "restart", "memory",
+    "memoryReservation", "cpus", "shmSize", "tmpfs", "readOnly", "init", "securityOpts",
+    "capabilities", "logDriver", "logOpts", "stopSignal", "stopTimeout", "destroyGraceSeconds",
+    "healthcheck", "wait", "waitTimeout",
+}  # fmt: skip
+
+
+def container_create_body(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Engine API `POST /containers/create` body for declared Container inputs."""
+    _only("Container", inputs, CONTAINER_INPUTS)
+    mb = 1024 * 1024
+    exposed: dict[str, Any] = {}
+    bindings: dict[str, Any] = {}
+    for port in inputs.get("ports", []):
+        _only("Container.ports", port, {"internal", "external", "ip", "protocol"})
+        key = f"{int(port['internal'])}/{port.get('protocol', 'tcp')}"
+        exposed[key] = {}
+        bindings.setdefault(key, []).append(
+            {"HostIp": port.get("ip", "0.0.0.0"), "HostPort": str(int(port["external"]))}
+        )
+    networks: dict[str, Any] = {}
+    for network in inputs.get("networksAdvanced", []):
+        _only("Container.networksAdvanced", network, {"name", "aliases"})
+        networks[network["name"]] = {"Aliases": list(network.get("aliases", []))}
+    if len(networks) > 1:
+        msg = "Container.networksAdvanced: one network at most"
+        raise UnsupportedInputError(msg)
+    capabilities = inputs.get("capabilities", {})
+    _only("Container.capabilities", capabilities, {"adds", "drops"})
+    health = inputs.get("healthcheck")
+    healthcheck = None
+    if health is not None:
+        _only(
+            "Container.healthcheck",
+            health,
+            {"tests", "interval", "timeout", "retries", "startPeriod"},
+        )
+        healthcheck = {
+            "Test": list(health["tests"]),
+            "Interval": _nanoseconds(health.get("interval", "0s")),
+            "Timeout": _nanoseconds(health.get("timeout", "0s")),
+            "Retries": int(health.get("retries", 0)),
+            "StartPeriod": _nanoseconds(health.get("startPeriod", "0s")),
+        }
+    host_config: dict[str, Any] = {
+        "PortBindings": bindings,
+        "RestartPolicy": {"Name": inputs.get("restart", "no")},
+        "Memory": int(inputs.get("memory", 0)) * mb,
+        "MemoryReservation": int(inputs.get("memoryReservation", 0)) * mb,
+        "NanoCpus": round(float(inputs.get("cpus", 0)) * 1e9),
+        "ShmSize": int(inputs.get("shmSize", 64)) * mb,
+        "Tmpfs": dict(inputs.get("tmpfs", {})),
+        "ReadonlyRootfs": bool(inputs.get("readOnly", False)),
+        "Init": bool(inputs.get("init", False)),
+        "SecurityOpt": list(inputs.get("securityOpts", [])),
+        "CapAdd": list(capabilities.get("adds", [])),
+        "CapDrop": list(capabilities.get("drops", [])),
+        "LogConfig": {
+            "Type": inputs.get("logDriver", "json-file"),
+            "Config": dict(inputs.get("logOpts", {})),
+        },
+    }
+    if networks:
+        host_config["NetworkMode"] = next(iter(networks))
+    body: dict[str, Any] = {
+        "Image": inputs["image"],
+        "Env": list(inputs.get("envs", [])),
+        "Labels": {item["label"]: item["value"] for item in inputs.get("labels", [])},
+        "ExposedPorts": exposed,
+        "HostConfig": host_config,
+        "NetworkingConfig": {"EndpointsConfig": networks},
+    }
+    if healthcheck is not None:
+        body["Healthcheck"] = healthcheck
+    if "stopSignal" in inputs:
+        body["StopSignal"] = inputs["stopSignal"]
+    if "stopTimeout" in inputs:
+        body["StopTimeout"] = int(inputs["stopTimeout"])
+    return body
+
+
+# --- The stand-in engine --------------------------------------------------------------------
+
+
+@dataclass
+class Applied:
+    inputs: dict[str, Any]
+    id: str
+    outputs: dict[str, Any]
+
+
+@dataclass
+class Backend:
+    """What the engine remembers of one stack between runs."""
+
+    resources: dict[str, Applied] = field(default_factory=dict)
+    exports: dict[str, Any] = field(default_factory=dict)
+    command_output: dict[str, str] = field(default_factory=dict)
+
+
+class ApplyingMocks(harness.Recorder):
+    def __init__(self, backend: Backend, project_dir: Path) -> None:
+        super().__init__(computed_outputs={})
+        self.backend = backend
+        self.project_dir = project_dir
+        self.ran_commands: list[str] = []
+        self.replaced: list[str] = []
+
+    def new_resource(self, args: pm.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        self.registered.append(args)
+        self.resources[args.name] = args
+        if args.typ == "pulumi:pulumi:StackReference":
+            outputs = as_engine_returns(self.backend.exports)
+            return args.name, {
+                "name": args.inputs["name"],
+                "outputs": outputs,
+                "secretOutputNames": [name for name in ("deploymentSecrets",) if name in outputs],
+            }
+        if not args.custom:
+            return f"{args.name}_component", {}
+        appliers: dict[str, Callable[[str, dict[str, Any]], tuple[str, dict[str, Any]]]] = {
+            "docker:index/network:Network": self._network,
+            "docker:index/image:Image": self._image,
+            "docker:index/container:Container": self._container,
+            "command:local:Command": self._command,
+        }
+        if args.typ not in appliers:
+            msg = f"{args.name}: resource type {args.typ} is not supported by the rehearsal"
+            raise UnsupportedInputError(msg)
+        inputs = unsecret(dict(args.inputs))
+        previous = self.backend.resources.get(args.name)
+        # The provider hashes an image's build context into its inputs, so unchanged inputs
+        # do not mean an unchanged image: always build (BuildKit's cache makes it cheap).
+        unchanged = previous is not None and previous.inputs == inputs
+        if unchanged and args.typ != "docker:index/image:Image":
+            return previous.id, previous.outputs
+        resource_id, outputs = appliers[args.typ](args.name, inputs)
+        self.backend.resources[args.name] = Applied(inputs, resource_id, outputs)
+        return resource_id, outputs
+
+    def _network(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        _only("Network", inputs, {"name", "driver", "labels"})
+        labels = {item["label"]: item["value"] for item in inputs.get("labels", [])}
+        created = engine(
+            "POST",
+            "/networks/create",
+            {"Name": inputs["name"], "Driver": inputs.get("driver", "bridge"),
+             "Labels": labels, "CheckDuplicate": True},
+            ok=(201,),
+        )  # fmt: skip
+        return created["Id"], inputs
+
+    def _image(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        _only("Image", inputs, {"imageName", "skipPush", "buildOnPreview", "build"})
+        build = inputs["build"]
+        _only("Image.build", build, {"context", "dockerfile", "platform", "builderVersion", "args"})
+        if inputs.get("skipPush") is not True or build.get("builderVersion") != "BuilderBuildKit":
+            msg = f"{name}: only local BuildKit builds (skipPush) are supported"
+            raise UnsupportedInputError(msg)
+        if build.get("platform") not in (None, "linux/amd64"):
+            msg = f"{name}: platform {build['platform']} is not this host's (linux/amd64)"
+            raise UnsupportedInputError(msg)
+        result = docker_host.build(
+            self.project_dir / build["context"],
+            self.project_dir / build["dockerfile"],
+            build.get("args", {}),
+            tag=inputs["imageName"],
+        )
+        return inputs["imageName"], {**inputs, "repoDigest": result.image_id}
+
+    def _container(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        body = container_create_body(inputs)  # validate before touching anything
+        previous = self.backend.resources.get(name)
+        if previous is not None:
+            # Fixed names and ports: the provider replaces delete-first.
+            self.replaced.append(name)
+            grace = int(previous.inputs.get("destroyGraceSeconds", 10))
+            engine("POST", f"/containers/{previous.id}/stop?t={grace}", ok=(204, 304, 404))
+            engine("DELETE", f"/containers/{previous.id}?force=true", ok=(204, 404))
+            del self.backend.resources[name]
+        created = engine("POST", f"/containers/create?name={inputs['name']}", body, ok=(201,))
+        container_id = created["Id"]
+        engine("POST", f"/containers/{container_id}/start", ok=(204,))
+        outputs = {**inputs, "id": container_id}
+        if inputs.get("wait"):
+            try:
+                self._wait_healthy(inputs["name"], container_id, int(inputs.get("waitTimeout", 60)))
+            except ApplyError:
+                # The ID is saved before the wait: the engine keeps the failed container.
+                self.backend.resources[name] = Applied(inputs, container_id, outputs)
+                raise
+        return container_id, outputs
+
+    @staticmethod
+    def _wait_healthy(name: str, container_id: str, timeout: int) -> None:
+        deadline = time.monotonic() + timeout
+        status = "unknown"
+        while time.monotonic() < deadline:
+            state = engine("GET", f"/containers/{container_id}/json")["State"]
+            status = state.get("Health", {}).get("Status", "none")
+            if status == "healthy":
+                return
+            if not state.get("Running"):
+                status = f"exited {state.get('ExitCode')}"
+                break
+            time.sleep(HEALTH_POLL_SECONDS)
+        msg = f"container {name} failed to be in healthy state after {timeout}s ({status})"
+        raise ApplyError(msg)
+
+    def _command(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        _only("Command", inputs, {"create", "triggers", "logging", "environment"})
+        self.ran_commands.append(inputs["create"])
+        done = subprocess.run(
+            ["/bin/sh", "-c", inputs["create"]],
+            cwd=self.project_dir,
+            env={**os.environ, **inputs.get("environment", {})},
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        self.backend.command_output[name] = done.stdout + done.stderr
+        if done.returncode != 0:
+            msg = f"{name}: command exited {done.returncode}: {done.stderr.strip()}"
+            raise ApplyError(msg)
+        return f"{name}_id", {**inputs, "stdout": done.stdout.rstrip("\n"), "stderr": done.stderr}
+
+
+def as_engine_returns(value: Any) -> Any:
+    """Stack outputs come back through protobuf Struct: every number is a float."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {key: as_engine_returns(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [as_engine_returns(item) for item in value]
+    return value
+
+
+@dataclass(frozen=True)
+class UpResult:
+    """One `pulumi up`: what ran, how long it took and the error it ended with, if any."""
+
+    run: MockedRun | None
+    mocks: ApplyingMocks
+    error: str | None
+    """The first error of a failed run, as the CLI would print it."""
+    seconds: float
+
+
+def pulumi_up(
+    backend: Backend, config: Mapping[str, str], *, stack: str, project_dir: Path = REPO
+) -> UpResult:
+    """One `pulumi up`: the program applied for real; outputs kept only on success."""
+    mocks = ApplyingMocks(backend, project_dir)
+    started = time.monotonic()
+    try:
+        run = harness.run(
+            lambda: program.main(project_dir),
+            dict(config),
+            stack=stack,
+            secret_keys=["apiKey"],
+            mocks=mocks,
+        )
+    except Exception as error:  # the failure is the step's outcome
+        failure = str(error)
+    else:
+        backend.exports = dict(run.exports)
+        return UpResult(run, mocks, None, time.monotonic() - started)
+    return UpResult(None, mocks, failure, time.monotonic() - started)
+
+
+@contextmanager
+def quiet_failed_futures() -> Iterator[None]:
+    """Silence asyncio's "Future exception was never retrieved" for failed runs.
+
+    A failed run leaves futures holding its error; that error is the step's reported
+    outcome already, so their tracebacks printed later would only look like more failures.
+    """
+    asyncio_log = logging.getLogger("asyncio")
+    asyncio_log.disabled = True
+    try:
+        yield
+    finally:
+        settings.SETTINGS.outputs.clear()
+        gc.collect()
+        asyncio_log.disabled = False
+
+
+# --- The rehearsal --------------------------------------------------------------------------
+
+
+@dataclass
+class StepResult:
+    step: str
+    expected: str
+    outcome: str
+    served: str
+    images: str
+    requests: int
+    failed: int
+    slow_ok: int
+    slow_failed: int
+    switch_seconds: float | None
+    up_seconds: float
+    problems: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+def container_state(name: str) -> dict[str, Any] | None:
+    """`docker inspect` of a container, or None if there is none by that name."""
+    state = engine("GET", f"/containers/{name}/json", ok=(200, 404))
+    return state if state and "State" in state else None
+
+
+def served_version(nginx: NginxInstance) -> str:
+    """Which slot and release answer through Nginx, e.g. `blue v1.0.0`."""
+    try:
+        with requests.Session() as session:
+            session.trust_env = False
+            response = session.get(nginx.url("/health"), timeout=5, headers={"Connection": "close"})
+        body = response.json()
+    except (requests.RequestException, ValueError) as error:
+        return f"unreachable ({type(error).__name__})"
+    return f"{body.get('slot')} v{body.get('version')}"
+
+
+def set_release(service: Path, version: str, healthy: bool = True) -> None:
+    (service / "src" / "version.js").write_text(
+        f'module.exports = {{ version: "{version}", healthy: {str(healthy).lower()} }};\n'
+    )
+
+
+def switch_seconds(text: str) -> float | None:
+    match = re.search(r"switch: \w+ .* in ([\d.]+)s", text)
+    return float(match.group(1)) if match else None
+
+
+@contextmanager
+def under_load(nginx: NginxInstance, workdir: Path) -> Iterator[dict[str, Any]]:
+    """wrk plus 2-second requests through Nginx for the duration of the block."""
+    wrk = WrkLoad(nginx.url("/"), workdir)
+    slow = SlowClients(nginx.url("/slow?ms=2000"), count=4)
+    figures: dict[str, Any] = {}
+    wrk.start()
+    slow.start()
+    time.sleep(2.5)  # slow requests in flight and load steady before anything changes
+    try:
+        yield figures
+    finally:
+        time.sleep(2.5)  # the last slow requests finish
+        figures["wrk"] = wrk.stop()
+        slow.stop()
+        figures["slow"] = slow
+
+
+class Rehearsal:
+    """Drives the blue/green cycle on this host and checks each step's outcome."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.service = workdir / "service"
+        shutil.copytree(docker_host.FIXTURE_SERVICE, self.service)
+        set_release(self.service, "1.0.0")
+        self.nginx = NginxInstance(workdir / "nginx", blue_port=3014, green_port=3012)
+        self.production = Backend()
+        self.staging = Backend()
+        self.results: list[StepResult] = []
+        self.names = {"blue": "nocturna-rehearsal-blue", "green": "nocturna-rehearsal-green"}
+
+    def config(self, nginx: NginxInstance, **overrides: str) -> dict[str, str]:
+        ca_dir = Path("/usr/local/share/ca-certificates")
+        return {
+            "apiKey": "rehearsal-key-0123456789",
+            "serviceName": "nocturna-rehearsal",
+            "networkName": "nocturna-rehearsal",
+            "imageName": "nocturna-rehearsal",
+            "buildContext": str(self.service),
+            "dockerfile": str(REPO / "Dockerfile"),
+            "baseImage": docker_host.BASE_IMAGE,
+            "extraCaCertsDir": str(ca_dir) if list(ca_dir.glob("*.crt")) else "",
+            "healthIntervalSeconds": "2",
+            "healthTimeoutSeconds": "1",
+            "healthRetries": "3",
+            "healthStartPeriodSeconds": "4",
+            "stopTimeoutSeconds": "35",
+            "upstreamFile": str(nginx.upstream_file),
+            "upstreamName": UPSTREAM_NAME,
+            "nginxTestCommand": nginx.test_command,
+            "nginxReloadCommand": nginx.reload_command,
+            "verifyUrl": nginx.verify_url("/health"),
+            "probeAttempts": "8",
+            "probeIntervalSeconds": "1",
+            "routerPython": sys.executable,
+            **overrides,
+        }
+
+    # Each step: run one `pulumi up`, then compare what happened with what must happen.
+
+    def record(
+        self,
+        step: str,
+        expected: str,
+        up: UpResult,
+        figures: dict[str, Any] | None,
+        problems: list[str],
+        backend: Backend,
+        nginx: NginxInstance,
+        switch_name: str = "nocturna-rehearsal-switch",
+    ) -> None:
+        error = up.error
+        outcome = "ok" if error is None else f"failed: {error.splitlines()[0][:90]}"
+        if expected == "ok" and error is not None:
+            problems.append(f"expected success, got {outcome}")
+        if expected != "ok" and (error is None or expected not in error):
+            problems.append(f"expected a failure mentioning {expected!r}, got {outcome}")
+        wrk = figures["wrk"] if figures else None
+        slow = figures["slow"] if figures else None
+        if wrk is not None and wrk.failed:
+            problems.append(f"{wrk.failed} failed requests through Nginx")
+        if slow is not None and slow.failed:
+            problems.append(f"{len(slow.failed)} failed slow requests: {slow.failed[:2]}")
+        images = ", ".join(
+            f"{slot}={str(state['Image'])[7:19]}"
+            for slot, state in self.slot_states(backend).items()
+            if state is not None
+        )
+        self.results.append(
+            StepResult(
+                step=step,
+                expected=expected,
+                outcome=outcome,
+                served=served_version(nginx),
+                images=images,
+                requests=wrk.requests if wrk else 0,
+                failed=wrk.failed if wrk else 0,
+                slow_ok=slow.ok if slow else 0,
+                slow_failed=len(slow.failed) if slow else 0,
+                switch_seconds=switch_seconds(backend.command_output.get(switch_name, "")),
+                up_seconds=up.seconds,
+                problems=problems,
+            )
+        )
+        backend.command_output.clear()
+
+    def slot_states(self, backend: Backend) -> dict[str, dict[str, Any] | None]:
+        names = {"staging": "nocturna-rehearsal-staging"} if backend is self.staging else self.names
+        return {slot: container_state(name) for slot, name in names.items()}
+
+    def run(self) -> list[StepResult]:
+        docker_host.ensure_engine()
+        docker_host.ensure_base_image()
+        self.cleanup()
+        try:
+            with quiet_failed_futures():
+                self._production_cycle()
+                self._staging()
+        finally:
+            self.cleanup()
+        return self.results
+
+    def _up(self, **overrides: str) -> UpResult:
+        return pulumi_up(self.production, self.config(self.nginx, **overrides), stack="production")
+
+    def _production_cycle(self) -> None:
+        start_without_site(self.nginx)
+
+        # 1. First deployment: both slots from v1, Nginx routed to blue.
+        up = self._up(activeSlot="blue")
+        states = self.slot_states(self.production)
+        problems = []
+        if any(state is None or not state["State"]["Running"] for state in states.values()):
+            problems.append("both slots must run after the first deployment")
+        self.record("1 first deploy (v1, live blue)", "ok", up, None, problems,
+                    self.production, self.nginx)  # fmt: skip
+        if up.error is not None:
+            return
+        blue_v1 = states["blue"]
+
+        # 2. Deploy v2: only green changes; traffic stays on blue v1.
+        set_release(self.service, "2.0.0")
+        with under_load(self.nginx, self.workdir) as figures:
+            up = self._up(activeSlot="blue")
+        states = self.slot_states(self.production)
+        problems = self.untouched("blue", blue_v1, states)
+        if up.mocks.replaced != ["nocturna-rehearsal-green-container"]:
+            problems.append(f"deploy replaced {up.mocks.replaced}, expected green only")
+        if figures["slow"].versions.keys() - {"1.0.0"}:
+            problems.append(f"traffic left v1 during the deploy: {dict(figures['slow'].versions)}")
+        self.record("2 deploy v2 to standby", "ok", up, figures, problems,
+                    self.production, self.nginx)  # fmt: skip
+
+        # 3. Switch to green: traffic moves to v2, blue keeps running v1.
+        with under_load(self.nginx, self.workdir) as figures:
+            up = self._up(activeSlot="green")
+        states = self.slot_states(self.production)
+        problems = self.untouched("blue", blue_v1, states)
+        if up.mocks.replaced:
+            problems.append(f"switch replaced {up.mocks.replaced}")
+        if not served_version(self.nginx).startswith("green v2.0.0"):
+            problems.append(f"after the switch Nginx serves {served_version(self.nginx)}")
+        green_v2 = states["green"]
+        self.record("3 switch to green", "ok", up, figures, problems,
+                    self.production, self.nginx)  # fmt: skip
+
+        # 4. Rollback: traffic back on v1 at once, green keeps v2.
+        with under_load(self.nginx, self.workdir) as figures:
+            up = self._up(activeSlot="blue")
+        states = self.slot_states(self.production)
+        problems = self.untouched("blue", blue_v1, states) + self.untouched(
+            "green", green_v2, states
+        )
+        if not served_version(self.nginx).startswith("blue v1.0.0"):
+            problems.append(f"after the rollback Nginx serves {served_version(self.nginx)}")
+        self.record("4 rollback to blue", "ok", up, figures, problems,
+                    self.production, self.nginx)  # fmt: skip
+
+        # 5. A broken v3 (health 503): the deploy fails its health wait; a retried `up`
+        # passes (Pulumi does not re-check health), but the switch's own probe refuses.
+        set_release(self.service, "3.0.0", healthy=False)
+        with under_load(self.nginx, self.workdir) as figures:
+            up = self._up(activeSlot="blue")
+        problems = self.untouched("blue", blue_v1, self.slot_states(self.production))
+        self.record("5a deploy broken v3", "failed to be in healthy state", up, figures,
+                    problems, self.production, self.nginx)  # fmt: skip
+        with under_load(self.nginx, self.workdir) as figures:
+            up = self._up(activeSlot="blue")
+        problems = self.untouched("blue", blue_v1, self.slot_states(self.production))
+        if up.mocks.replaced:
+            problems.append(f"the retried deploy replaced {up.mocks.replaced}")
+        self.record("5b retry the deploy", "ok", up, figures, problems,
+                    self.production, self.nginx)  # fmt: skip
+        with under_load(self.nginx, self.workdir) as figures:
+            up = self._up(activeSlot="green")
+        problems = self.untouched("blue", blue_v1, self.slot_states(self.production))
+        if not served_version(self.nginx).startswith("blue v1.0.0"):
+            problems.append(f"a refused switch moved traffic: {served_version(self.nginx)}")
+        self.record("5c switch to broken green", "green not healthy", up, figures,
+                    problems, self.production, self.nginx)  # fmt: skip
+        self.nginx.stop()
+
+    def _staging(self) -> None:
+        # 6. Staging: one container on 3013, routed after its probe passes.
+        set_release(self.service, "1.0.0")
+        nginx = NginxInstance(self.workdir / "nginx-staging", blue_port=3013, green_port=3012)
+        start_without_site(nginx)
+        config = self.config(
+            nginx,
+            environment="staging",
+            networkName="nocturna-rehearsal-staging",
+            verifyUrl=nginx.verify_url("/health"),
+        )
+        up = pulumi_up(self.staging, config, stack="staging")
+        states = self.slot_states(self.staging)
+        problems = []
+        state = states["staging"]
+        ports = state["HostConfig"]["PortBindings"] if state else {}
+        if ports != {"3011/tcp": [{"HostIp": "127.0.0.1", "HostPort": "3013"}]}:
+            problems.append(f"staging publishes {ports}, expected 127.0.0.1:3013 only")
+        served = served_version(nginx)
+        if not served.startswith("staging v1.0.0"):
+            problems.append(f"staging Nginx serves {served}")
+        self.record("6 staging deploy (3013)", "ok", up, None, problems, self.staging, nginx)
+        nginx.stop()
+
+    @staticmethod
+    def untouched(slot: str, before: dict[str, Any] | None, states: Mapping[str, Any]) -> list[str]:
+        after = states.get(slot)
+        if before is None or after is None:
+            return [f"{slot} container missing"]
+        problems = []
+        if after["Id"] != before["Id"]:
+            problems.append(f"{slot} container was replaced")
+        if after["Image"] != before["Image"]:
+            problems.append(f"{slot} image changed")
+        if after["State"]["StartedAt"] != before["State"]["StartedAt"]:
+            problems.append(f"{slot} container was restarted")
+        return problems
+
+    def cleanup(self) -> None:
+        for name in (*self.names.values(), "nocturna-rehearsal-staging"):
+            engine("DELETE", f"/containers/{name}?force=true", ok=(204, 404))
+        for network in ("nocturna-rehearsal", "nocturna-rehearsal-staging"):
+            engine("DELETE", f"/networks/{network}", ok=(204, 404))
+        self.nginx.stop()
+
+
+def start_without_site(nginx: NginxInstance) -> None:
+    """A running host Nginx onto which the site config is installed before the first deploy.
+
+    The site's `include` of the upstream file dangles until the first switch writes it
+    (docs/switch.md, "Installing"), so Nginx starts with the site empty, as a host's Nginx
+    would have been running before nocturna-infra arrived.
+    """
+    nginx.prefix.mkdir(parents=True, exist_ok=True)
+    nginx.write_config()
+    site = nginx.prefix / "nocturna-chart.conf"
+    text = site.read_text()
+    site.write_text("# not installed yet\n")
+    subprocess.run(nginx.command(), check=True, capture_output=True, timeout=30)
+    deadline = time.monotonic() + 10
+    while nginx.master_pid() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    site.write_text(text)
+
+
+def render_table(results: list[StepResult]) -> str:
+    header = ("step", "expected", "outcome", "Nginx serves", "slot images", "requests",
+              "failed", "slow ok/failed", "switch s", "up s")  # fmt: skip
+    rows = [header]
+    for result in results:
+        rows.append(
+            (
+                result.step,
+                result.expected if result.expected == "ok" else "failure",
+                "as expected" if result.passed else "UNEXPECTED",
+                result.served,
+                result.images,
+                str(result.requests) if result.requests else "-",
+                str(result.failed) if result.requests else "-",
+                f"{result.slow_ok}/{result.slow_failed}" if result.requests else "-",
+                f"{result.switch_seconds:.2f}" if result.switch_seconds is not None else "-",
+                f"{result.up_seconds:.1f}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+             for row in rows]  # fmt: skip
+    for result in results:
+        if result.outcome != "ok":
+            lines.append(f"  {result.step}: {result.outcome}")
+        lines += [f"  {result.step}: UNEXPECTED {problem}" for problem in result.problems]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="nocturna-rehearsal-") as tmp:
+        results = Rehearsal(Path(tmp)).run()
+    print(render_table(results))
+    return 0 if results and all(result.passed for result in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""The end-to-end rehearsal (tests/rehearsal.py) and its input translation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.rehearsal import Rehearsal, UnsupportedInputError, container_create_body, render_table
+
+INPUTS = {
+    "name": "svc-blue",
+    "image": "sha256:abc",
+    "envs": ["PORT=3011", "API_KEY=k"],
+    "labels": [{"label": "com.nocturna.slot", "value": "blue"}],
+    "ports": [{"internal": 3011.0, "external": 3014.0, "ip": "127.0.0.1", "protocol": "tcp"}],
+    "networksAdvanced": [{"name": "net", "aliases": ["svc-blue"]}],
+    "restart": "unless-stopped",
+    "memory": 1024.0,
+    "memoryReservation": 512.0,
+    "cpus": "0.9",
+    "shmSize": 512.0,
+    "tmpfs": {"/tmp": "rw,size=256m"},
+    "readOnly": True,
+    "init": True,
+    "securityOpts": ["no-new-privileges:true"],
+    "capabilities": {"drops": ["ALL"]},
+    "logDriver": "json-file",
+    "logOpts": {"max-size": "10m"},
+    "stopSignal": "SIGTERM",
+    "stopTimeout": 40.0,
+    "destroyGraceSeconds": 40.0,
+    "healthcheck": {"tests": ["CMD", "true"], "interval": "10s", "timeout": "5s",
+                    "retries": 3.0, "startPeriod": "30s"},
+    "wait": True,
+    "waitTimeout": 70.0,
+}  # fmt: skip
+
+
+def test_declared_container_inputs_become_an_engine_api_body() -> None:
+    assert container_create_body(INPUTS) == {
+        "Image": "sha256:abc",
+        "Env": ["PORT=3011", "API_KEY=k"],
+        "Labels": {"com.nocturna.slot": "blue"},
+        "ExposedPorts": {"3011/tcp": {}},
+        "Healthcheck": {
+            "Test": ["CMD", "true"],
+            "Interval": 10_000_000_000,
+            "Timeout": 5_000_000_000,
+            "Retries": 3,
+            "StartPeriod": 30_000_000_000,
+        },
+        "StopSignal": "SIGTERM",
+        "StopTimeout": 40,
+        "HostConfig": {
+            "PortBindings": {"3011/tcp": [{"HostIp": "127.0.0.1", "HostPort": "3014"}]},
+            "RestartPolicy": {"Name": "unless-stopped"},
+            "Memory": 1024 * 1024 * 1024,
+            "MemoryReservation": 512 * 1024 * 1024,
+            "NanoCpus": 900_000_000,
+            "ShmSize": 512 * 1024 * 1024,
+            "Tmpfs": {"/tmp": "rw,size=256m"},
+            "ReadonlyRootfs": True,
+            "Init": True,
+            "SecurityOpt": ["no-new-privileges:true"],
+            "CapAdd": [],
+            "CapDrop": ["ALL"],
+            "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m"}},
+            "NetworkMode": "net",
+        },
+        "NetworkingConfig": {"EndpointsConfig": {"net": {"Aliases": ["svc-blue"]}}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        pytest.param(
+            {**INPUTS, "privileged": True},
+            r"Container: unsupported inputs \['privileged'\]",
+            id="top-level",
+        ),
+        pytest.param(
+            {**INPUTS, "healthcheck": {**INPUTS["healthcheck"], "startInterval": "1s"}},
+            r"Container.healthcheck: unsupported inputs \['startInterval'\]",
+            id="nested",
+        ),
+        pytest.param(
+            {**INPUTS, "healthcheck": {"tests": ["CMD"], "interval": "1d"}},
+            "duration '1d'",
+            id="duration",
+        ),
+    ],
+)  # fmt: skip
+def test_inputs_the_rehearsal_cannot_apply_fail_loudly(inputs: dict, message: str) -> None:
+    with pytest.raises(UnsupportedInputError, match=message):
+        container_create_body(inputs)
+
+
+@pytest.mark.docker
+@pytest.mark.nginx
+def test_blue_green_cycle_on_real_docker_and_nginx_under_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = Rehearsal(tmp_path).run()
+
+    with capsys.disabled():
+        print("\n" + render_table(results))
+    assert [result.step for result in results] == [
+        "1 first deploy (v1, live blue)",
+        "2 deploy v2 to standby",
+        "3 switch to green",
+        "4 rollback to blue",
+        "5a deploy broken v3",
+        "5b retry the deploy",
+        "5c switch to broken green",
+        "6 staging deploy (3013)",
+    ]
+    assert [problem for result in results for problem in result.problems] == []
+    under_load = [result for result in results if result.requests]
+    assert all(result.failed == 0 and result.slow_failed == 0 for result in under_load)
