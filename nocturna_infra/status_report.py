@@ -300,12 +300,7 @@ def render_status(report: StatusReport) -> str:
 
 
 def _outcome_word(outcome: Outcome) -> str:
-    return {
-        Outcome.OK: "ok, as configured",
-        Outcome.DRIFT: "drift",
-        Outcome.DEGRADED: "degraded",
-        Outcome.USAGE: "usage error",
-    }[outcome]
+    return "ok, as configured" if outcome is Outcome.OK else outcome.name.lower()
 
 
 def status_data(report: StatusReport) -> dict[str, Any]:
@@ -346,7 +341,7 @@ def status_data(report: StatusReport) -> dict[str, Any]:
             for status in report.slots
         ],
         "dockerProblem": report.docker_problem or None,
-        "outcome": _outcome_word(verdict.outcome),
+        "outcome": verdict.outcome.name.lower(),
         "exitCode": int(verdict.outcome),
         "problems": list(verdict.problems),
         "notes": list(verdict.notes),

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -332,3 +333,32 @@ def test_image_age_is_coarse(age: timedelta, text: str) -> None:
 def test_short_id_is_twelve_hex_digits_like_docker_ps() -> None:
     assert short_id(BLUE_ID) == "b1b1b1b1b1b1"
     assert short_id("") == "-"
+
+
+def test_the_example_in_docs_operations_is_real_output() -> None:
+    checked = NOW + timedelta(minutes=4, seconds=12)  # ages below are relative to NOW
+    blue = replace(
+        BLUE,
+        container=running(
+            "nocturna-chart-blue",
+            "sha256:4c5495219d4c" + "0" * 52,
+            timedelta(days=2, hours=3),
+            3014,
+        ),
+    )
+    green = replace(
+        GREEN,
+        container=replace(
+            running(
+                "nocturna-chart-green",
+                "sha256:9e1f0a2b3c4d" + "0" * 52,
+                timedelta(minutes=38),
+                3012,
+            ),
+            state="exited",
+            health="unhealthy",
+        ),
+    )
+    text = render_status(replace(HEALTHY, slots=(blue, green), checked_at=checked))
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    assert f"```\n{text}```\n" in doc
