@@ -11,7 +11,9 @@ import pytest
 import yaml
 from program_runs import make_project
 
+from nocturna_infra import render
 from nocturna_infra.settings import CONFIG_SCHEMA, PROJECT, parse_settings
+from nocturna_infra.slot import Slot
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,3 +78,14 @@ def test_readme_config_table_matches_the_schema() -> None:
         else:
             shown = key.default if isinstance(key.default, str) else json.dumps(key.default)
             assert default == f"`{shown}`", name
+
+
+def test_operations_doc_break_glass_commands_are_the_routers_for_default_settings() -> None:
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    shown = re.findall(r"^venv/bin/python -m nocturna_infra\.switch .+$", doc, re.MULTILINE)
+    settings = parse_settings({}, api_key="k", project_dir=None)
+
+    assert shown == [
+        render.switch_command(settings, slot, settings.slot_ports[slot])
+        for slot in (Slot.BLUE, Slot.GREEN)
+    ]
