@@ -122,3 +122,24 @@ def is_switch(previous: RecordedState | None, active: Slot | None) -> bool:
 
 def _slot_or_none(value: object) -> Slot | None:
     return Slot(value) if isinstance(value, str) and value in Slot._value2member_map_ else None
+
+
+def routing_conflict(
+    routed: Slot | None, active: Slot | None, previous: RecordedState | None
+) -> str | None:
+    """Why this run must not go ahead when Nginx routes to another slot than expected.
+
+    Nginx may route to the slot the last run made live, or to `activeSlot` (a switch, or a
+    break-glass switch whose config was then brought in step). Anything else means the
+    "standby" this run would replace is the slot serving traffic.
+    """
+    if routed is None or active is None or previous is None:
+        return None
+    if routed in (active, previous.live_slot):
+        return None
+    return (
+        f"Nginx routes to {routed}, but activeSlot is {active} and the last deployment made "
+        f"{previous.live_slot} live: this run would replace the slot serving traffic. If "
+        f"{routed} should be live (a switch made by hand), run `pulumi config set activeSlot "
+        f"{routed}`; otherwise switch back with `python -m nocturna_infra.switch` first."
+    )

@@ -17,6 +17,7 @@ from nocturna_infra.deployment import (
     is_switch,
     plan_actions,
     release_fingerprint,
+    routing_conflict,
     takes_release,
 )
 from nocturna_infra.image import ServiceImage, ServiceImageArgs
@@ -25,6 +26,7 @@ from nocturna_infra.router import Router, RouterArgs
 from nocturna_infra.settings import PROJECT, ConfigError, Environment, Settings
 from nocturna_infra.slot import Slot
 from nocturna_infra.slot_container import SlotContainer, SlotContainerArgs
+from nocturna_infra.upstream import UpstreamParseError, parse_upstream
 
 # The container argument that comes from the build rather than from settings.
 IMAGE_KEY: Final = "image"
@@ -44,12 +46,40 @@ def read_previous_state(stack_name: str) -> RecordedState | None:
     )
 
 
+class DriftError(pulumi.RunError):
+    """Nginx routes somewhere this run does not expect; going ahead could cause an outage."""
+
+
+def routed_slot(settings: Settings) -> Slot | None:
+    """The slot the upstream file on this host routes to, if it can be told.
+
+    None when the file is absent (first deployment, or Pulumi running off the host, as in
+    a pull-request preview), unreadable, or routes to servers of no single slot.
+    """
+    try:
+        state = parse_upstream(Path(settings.router.upstream_file).read_text())
+    except (OSError, UnicodeDecodeError, UpstreamParseError):
+        return None
+    by_server = {
+        render.slot_server(settings.bind_address, port): slot
+        for slot, port in settings.slot_ports.items()
+    }
+    slots = {by_server.get(server) for server in state.servers}
+    return slots.pop() if len(slots) == 1 else None
+
+
 def main(project_dir: Path | None = None) -> None:
     """Declare the whole stack. Reads config here, never at import."""
     project_dir = project_dir or Path.cwd()
     settings = Settings.from_config(pulumi.Config(), project_dir)
     build_args = render.image_build_args(settings, _extra_ca_certs(settings))
     previous = read_previous_state(settings.state_stack)
+    production = settings.environment is Environment.PRODUCTION
+    active = settings.active_slot if production else None
+    conflict = routing_conflict(routed_slot(settings), active, previous)
+    if conflict:
+        msg = f"{settings.router.upstream_file}: {conflict}"
+        raise DriftError(msg)
     name = settings.service_name
 
     network = ServiceNetwork(
@@ -66,8 +96,6 @@ def main(project_dir: Path | None = None) -> None:
         ),
     )
 
-    production = settings.environment is Environment.PRODUCTION
-    active = settings.active_slot if production else None
     live = settings.active_slot if production else Slot.STAGING
     templates = {slot: render.container_args(settings, slot, "") for slot in settings.slots}
     release = pulumi.Output.all(image.image_id, settings.api_key).apply(

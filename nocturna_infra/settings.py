@@ -356,8 +356,12 @@ def read_stack_file(project_dir: Path, stack: str) -> dict[str, str]:
     """
     path = project_dir / f"Pulumi.{stack}.yaml"
     document = yaml.safe_load(path.read_text()) or {}
+    config = document.get("config") if isinstance(document, dict) else None
+    if not isinstance(config, dict | None):
+        msg = f"{path}: expected a mapping with a `config:` mapping"
+        raise ValueError(msg)
     raw: dict[str, str] = {}
-    for full_key, value in (document.get("config") or {}).items():
+    for full_key, value in (config or {}).items():
         namespace, _, name = str(full_key).partition(":")
         if namespace != PROJECT or (isinstance(value, dict) and "secure" in value):
             continue

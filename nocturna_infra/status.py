@@ -147,7 +147,7 @@ def load_settings(project_dir: Path, stack: str) -> Settings:
         raise UsageError(msg)
     try:
         raw = _read_stack_file(project_dir, stack)
-    except (OSError, yaml.YAMLError) as error:
+    except (OSError, ValueError, yaml.YAMLError) as error:
         msg = f"{path}: cannot be read as a stack file ({error})"
         raise UsageError(msg) from None
     try:

@@ -7,6 +7,7 @@ from nocturna_infra.deployment import (
     SlotAction,
     plan_actions,
     release_fingerprint,
+    routing_conflict,
     takes_release,
 )
 from nocturna_infra.slot import PRODUCTION_SLOTS, Slot
@@ -116,3 +117,28 @@ def test_recorded_state_round_trips_from_outputs() -> None:
 )
 def test_unusable_outputs_mean_first_deployment(plain: object) -> None:
     assert RecordedState.from_outputs(plain, None) is None
+
+
+@pytest.mark.parametrize(
+    ("routed", "active", "conflict"),
+    [
+        pytest.param(Slot.BLUE, Slot.BLUE, False, id="as-recorded"),
+        pytest.param(Slot.BLUE, Slot.GREEN, False, id="switching"),
+        pytest.param(Slot.GREEN, Slot.GREEN, False, id="hand-switch-adopted"),
+        pytest.param(Slot.GREEN, Slot.BLUE, True, id="hand-switch-forgotten"),
+        pytest.param(None, Slot.BLUE, False, id="unknown-routing"),
+    ],
+)
+def test_routing_conflict_only_when_the_standby_serves_traffic(
+    routed: Slot | None, active: Slot, conflict: bool
+) -> None:
+    assert (routing_conflict(routed, active, recorded(Slot.BLUE)) is not None) is conflict
+
+
+def test_routing_conflict_message_names_both_ways_out() -> None:
+    assert routing_conflict(Slot.GREEN, Slot.BLUE, recorded(Slot.BLUE)) == (
+        "Nginx routes to green, but activeSlot is blue and the last deployment made blue live: "
+        "this run would replace the slot serving traffic. If green should be live (a switch "
+        "made by hand), run `pulumi config set activeSlot green`; otherwise switch back with "
+        "`python -m nocturna_infra.switch` first."
+    )

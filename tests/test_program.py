@@ -7,6 +7,7 @@ compare every resource's recorded inputs and options: what differs is what a rea
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ from program_runs import (
 from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.sync_await import _sync_await
 
+from nocturna_infra.program import DriftError
 from nocturna_infra.settings import ConfigError
+from nocturna_infra.upstream import render_upstream
 
 BLUE = "nocturna-chart-blue-container"
 GREEN = "nocturna-chart-green-container"
@@ -300,3 +303,21 @@ def test_host_ca_certificates_reach_the_build_as_pem(project: Path) -> None:
     build_args = inputs_of(run, "nocturna-chart-image")["build"]["args"]
     assert build_args["EXTRA_CA_CERTS"].startswith("-----BEGIN CERTIFICATE-----")
     assert build_args["BASE_IMAGE"] == "node:20-slim"
+
+
+def test_deploy_refuses_when_nginx_routes_to_the_standby(project: Path) -> None:
+    upstream = project / "upstream.conf"
+    config = base_config(upstreamFile=str(upstream))
+    first = run_program(project, config)
+    # A break-glass switch to green whose config was never brought in step.
+    upstream.write_text(
+        render_upstream("nocturna-img-production", "green", ["127.0.0.1:3012"], datetime.now(UTC))
+    )
+    mocks = ProgramMocks(IMAGE_V2, first.exports)
+
+    with pytest.raises(DriftError, match="Nginx routes to green, but activeSlot is blue"):
+        run_program(project, config, mocks=mocks)
+    assert [args.typ for args in mocks.registered] == ["pulumi:pulumi:StackReference"]
+    adopted = run_program(project, base_config(upstreamFile=str(upstream), activeSlot="green"),
+                          previous=first, image_id=IMAGE_V2)  # fmt: skip
+    assert changes(first, adopted) == {SWITCH: ["create", "triggers"]}
