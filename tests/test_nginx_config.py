@@ -1,0 +1,60 @@
+"""The shipped Nginx site configs pass `nginx -t` installed side by side, as on a host."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from nocturna_infra.upstream import render_upstream
+from tests.nginx_instance import MAIN_CONF, NGINX, REPO
+
+pytestmark = pytest.mark.nginx
+
+SITES = {
+    "nocturna-chart.conf": ("nocturna-img-production", "127.0.0.1:3014"),
+    "nocturna-chart-staging.conf": ("nocturna-img-staging", "127.0.0.1:3013"),
+}
+
+
+def install(prefix: Path, *, with_upstreams: bool) -> Path:
+    """Both sites with their upstream files under `prefix` instead of /etc/nginx."""
+    includes = []
+    for site, (upstream, server) in SITES.items():
+        upstream_file = prefix / "upstreams" / f"{upstream}.conf"
+        upstream_file.parent.mkdir(exist_ok=True)
+        if with_upstreams:
+            upstream_file.write_text(render_upstream(upstream, "x", [server], datetime.now(UTC)))
+        text = (REPO / "nginx" / site).read_text()
+        text = text.replace(f"/etc/nginx/upstreams/{upstream}.conf", str(upstream_file))
+        (prefix / site).write_text(text)
+        includes.append(f"    include {prefix / site};")
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        f"pid {prefix}/nginx.pid;\nerror_log {prefix}/error.log;\ninclude {MAIN_CONF};\n"
+        "events {}\nhttp {\n" + "\n".join(includes) + "\n}\n"
+    )
+    return conf
+
+
+def nginx_test(prefix: Path, conf: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [NGINX, "-t", "-p", str(prefix), "-c", str(conf)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+
+
+def test_production_and_staging_sites_install_side_by_side(tmp_path: Path) -> None:
+    result = nginx_test(tmp_path, install(tmp_path, with_upstreams=True))
+
+    assert result.returncode == 0, result.stderr
+    assert "syntax is ok" in result.stderr
+
+
+def test_sites_need_their_upstream_files_written_by_a_first_switch(tmp_path: Path) -> None:
+    result = nginx_test(tmp_path, install(tmp_path, with_upstreams=False))
+
+    assert result.returncode != 0
+    assert "nocturna-img-production.conf" in result.stderr
