@@ -28,22 +28,13 @@ sys.path.insert(0, str(REPO))
 from nocturna_infra.upstream import render_upstream  # noqa: E402 (after the sys.path entry)
 from tests.backends import Backend  # noqa: E402 (after the sys.path entry)
 from tests.load import SlowClients, WrkLoad, percentile  # noqa: E402 (same)
-from tests.nginx_instance import UPSTREAM_NAME, NginxInstance  # noqa: E402 (same)
+from tests.nginx_instance import UPSTREAM_NAME, NginxInstance, switch_argv  # noqa: E402 (same)
 
 
-def switch_argv(nginx: NginxInstance, target: Backend) -> list[str]:
-    return [
-        sys.executable, "-m", "nocturna_infra.switch",
-        "--upstream-file", str(nginx.upstream_file),
-        "--upstream-name", UPSTREAM_NAME,
-        "--slot", target.slot,
-        "--server", target.server,
-        "--health-url", target.url("/health"),
-        "--verify-url", nginx.verify_url("/health"),
-        "--nginx-test", nginx.test_command,
-        "--nginx-reload", nginx.reload_command,
-        "--attempts", "30", "--interval", "0.5", "--timeout", "5",
-    ]  # fmt: skip
+def bench_switch_argv(nginx: NginxInstance, target: Backend) -> list[str]:
+    """The real CLI, with production-like retries."""
+    args = switch_argv(nginx, target, "--attempts", "30", "--interval", "0.5", "--timeout", "5")
+    return [sys.executable, "-m", "nocturna_infra.switch", *args, "--verify-attempts", "20"]
 
 
 def main() -> int:
@@ -93,7 +84,11 @@ def main() -> int:
             target = green if index % 2 == 0 else blue
             started = time.monotonic()
             done = subprocess.run(
-                switch_argv(nginx, target), cwd=REPO, capture_output=True, text=True, check=False
+                bench_switch_argv(nginx, target),
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                check=False,
             )
             wall.append(time.monotonic() - started)
             codes[done.returncode] += 1

@@ -28,6 +28,7 @@ from typing import Any, Final, NoReturn
 import yaml
 
 from nocturna_infra import render
+from nocturna_infra.cli import RaisingArgumentParser, UsageError
 from nocturna_infra.settings import ConfigError, Environment, Settings, parse_settings
 from nocturna_infra.settings import read_stack_file as _read_stack_file
 from nocturna_infra.slot import Slot
@@ -51,10 +52,6 @@ DOCKER_TIMEOUT_SECONDS: Final = 30.0
 STACK_RE: Final = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-class UsageError(Exception):
-    """A flag or config value is invalid (exit 2); the message names it and the bad value."""
-
-
 def _usage(flag: str, expected: str, value: object) -> NoReturn:
     msg = f"{flag}: expected {expected}; got {value!r}"
     raise UsageError(msg)
@@ -69,13 +66,8 @@ class StatusOptions:
     as_json: bool
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = RaisingArgumentParser(
         prog="python -m nocturna_infra.status",
         description="Show which slot Nginx routes to and, per slot, its container, state, "
         "health, image and port, compared with the stack's config. Read-only.",

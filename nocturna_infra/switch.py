@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Final, NoReturn
 from urllib.parse import urlsplit
 
+from nocturna_infra.cli import RaisingArgumentParser, UsageError
 from nocturna_infra.probe import Check, CheckResult, run_check, verify_routed
 from nocturna_infra.upstream import (
     KEEPALIVE,
@@ -74,10 +75,6 @@ HOSTNAME_RE: Final = re.compile(
 METHOD_RE: Final = re.compile(r"[A-Z]{3,10}")
 NGINX_COMMAND_TIMEOUT: Final = 60.0
 INTERRUPTS: Final = (signal.SIGTERM, signal.SIGINT)
-
-
-class UsageError(Exception):
-    """A flag is missing or invalid (exit 2); the message names the flag and the bad value."""
 
 
 class SwitchError(Exception):
@@ -225,14 +222,9 @@ def parse_host_header(value: str) -> str:
     return value
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The CLI; every value stays a string here and is validated in `parse_options`."""
-    parser = _Parser(
+    parser = RaisingArgumentParser(
         prog="python -m nocturna_infra.switch",
         description="Switch the Nginx upstream to a healthy slot, with test, reload, verify "
         "and restore on failure. Never prompts.",

@@ -59,6 +59,19 @@ def unsecret(value: Any) -> Any:
     return value
 
 
+def as_engine_returns(value: Any) -> Any:
+    """Stack outputs come back through protobuf Struct: every number is a float."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {key: as_engine_returns(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [as_engine_returns(item) for item in value]
+    return value
+
+
 class Recorder(pulumi.runtime.Mocks):
     """Mocks that record every registration and invoke and echo inputs back as outputs.
 

@@ -16,8 +16,12 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
+
+if TYPE_CHECKING:
+    from tests.backends import Backend
 
 REPO = Path(__file__).resolve().parent.parent
 SITE_CONF = REPO / "nginx" / "nocturna-chart.conf"
@@ -178,3 +182,26 @@ class NginxInstance:
             response = session.get(self.url(path), timeout=5, headers={"Connection": "close"})
         response.raise_for_status()
         return response.headers["X-Slot"]
+
+
+def switch_argv(nginx: NginxInstance, target: Backend, *extra: str) -> list[str]:
+    """Arguments of `python -m nocturna_infra.switch` routing `nginx` to a test backend.
+
+    Short retries for tests; later `extra` flags override earlier ones (argparse keeps the
+    last value).
+    """
+    return [
+        "--upstream-file", str(nginx.upstream_file),
+        "--upstream-name", UPSTREAM_NAME,
+        "--slot", target.slot,
+        "--server", target.server,
+        "--health-url", target.url("/health"),
+        "--verify-url", nginx.verify_url("/health"),
+        "--nginx-test", nginx.test_command,
+        "--nginx-reload", nginx.reload_command,
+        "--attempts", "3",
+        "--interval", "0.05",
+        "--timeout", "2",
+        "--verify-attempts", "5",
+        *extra,
+    ]  # fmt: skip

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness import MockedRun, unsecret
+from harness import MockedRun, as_engine_returns, unsecret
 from pulumi.runtime import mocks as pm
 
 from nocturna_infra import program
@@ -32,19 +32,6 @@ def make_project(root: Path) -> Path:
 
 def base_config(**overrides: str) -> dict[str, str]:
     return {"buildContext": "service", "apiKey": API_KEY, **overrides}
-
-
-def as_engine_returns(value: Any) -> Any:
-    """Stack outputs come back through protobuf Struct: every number is a float."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return float(value)
-    if isinstance(value, Mapping):
-        return {key: as_engine_returns(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [as_engine_returns(item) for item in value]
-    return value
 
 
 class ProgramMocks(harness.Recorder):

@@ -49,7 +49,7 @@ from pulumi.runtime import settings
 
 from nocturna_infra import program
 from tests import docker_host, harness
-from tests.harness import MockedRun, unsecret
+from tests.harness import MockedRun, as_engine_returns, unsecret
 from tests.load import SlowClients, WrkLoad
 from tests.nginx_instance import UPSTREAM_NAME, NginxInstance
 
@@ -346,19 +346,6 @@ class ApplyingMocks(harness.Recorder):
             msg = f"{name}: command exited {done.returncode}: {done.stderr.strip()}"
             raise ApplyError(msg)
         return f"{name}_id", {**inputs, "stdout": done.stdout.rstrip("\n"), "stderr": done.stderr}
-
-
-def as_engine_returns(value: Any) -> Any:
-    """Stack outputs come back through protobuf Struct: every number is a float."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return float(value)
-    if isinstance(value, Mapping):
-        return {key: as_engine_returns(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [as_engine_returns(item) for item in value]
-    return value
 
 
 @dataclass(frozen=True)

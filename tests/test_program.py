@@ -60,6 +60,17 @@ def changes(before: MockedRun, after: MockedRun) -> dict[str, list[str]]:
     return changed
 
 
+def history(project: Path, *ups: tuple[str, str]) -> list[MockedRun]:
+    """Consecutive production `pulumi up`s, each given as (activeSlot, image ID of the build)
+    and fed the outputs of the one before."""
+    runs: list[MockedRun] = []
+    for active, image_id in ups:
+        previous = runs[-1] if runs else None
+        config = base_config(activeSlot=active)
+        runs.append(run_program(project, config, previous=previous, image_id=image_id))
+    return runs
+
+
 def image_of(run: MockedRun, name: str) -> str:
     return inputs_of(run, name)["image"]
 
@@ -128,10 +139,8 @@ def test_api_key_rotation_rolls_to_the_standby_only(project: Path) -> None:
 
 
 def test_switch_changes_no_container_only_the_router(project: Path) -> None:
-    first = run_program(project, base_config())
-    deploy = run_program(project, base_config(), previous=first, image_id=IMAGE_V2)
-    switch = run_program(
-        project, base_config(activeSlot="green"), previous=deploy, image_id=IMAGE_V2
+    _, deploy, switch = history(
+        project, ("blue", IMAGE_V1), ("blue", IMAGE_V2), ("green", IMAGE_V2)
     )
 
     assert changes(deploy, switch) == {SWITCH: ["create", "triggers"]}
@@ -141,13 +150,8 @@ def test_switch_changes_no_container_only_the_router(project: Path) -> None:
 
 
 def test_rollback_returns_to_the_untouched_previous_version(project: Path) -> None:
-    first = run_program(project, base_config())
-    deploy = run_program(project, base_config(), previous=first, image_id=IMAGE_V2)
-    switch = run_program(
-        project, base_config(activeSlot="green"), previous=deploy, image_id=IMAGE_V2
-    )
-    rollback = run_program(
-        project, base_config(activeSlot="blue"), previous=switch, image_id=IMAGE_V2
+    first, _, switch, rollback = history(
+        project, ("blue", IMAGE_V1), ("blue", IMAGE_V2), ("green", IMAGE_V2), ("blue", IMAGE_V2)
     )
 
     assert changes(switch, rollback) == {SWITCH: ["create", "triggers"]}
@@ -157,13 +161,8 @@ def test_rollback_returns_to_the_untouched_previous_version(project: Path) -> No
 
 
 def test_unchanged_up_after_a_switch_keeps_the_rollback_target(project: Path) -> None:
-    first = run_program(project, base_config())
-    deploy = run_program(project, base_config(), previous=first, image_id=IMAGE_V2)
-    switch = run_program(
-        project, base_config(activeSlot="green"), previous=deploy, image_id=IMAGE_V2
-    )
-    again = run_program(
-        project, base_config(activeSlot="green"), previous=switch, image_id=IMAGE_V2
+    *_, switch, again = history(
+        project, ("blue", IMAGE_V1), ("blue", IMAGE_V2), ("green", IMAGE_V2), ("green", IMAGE_V2)
     )
 
     assert changes(switch, again) == {}
@@ -171,13 +170,8 @@ def test_unchanged_up_after_a_switch_keeps_the_rollback_target(project: Path) ->
 
 
 def test_build_arriving_with_a_switch_waits_for_the_next_up(project: Path) -> None:
-    first = run_program(project, base_config())
-    deploy = run_program(project, base_config(), previous=first, image_id=IMAGE_V2)
-    switch_and_build = run_program(
-        project, base_config(activeSlot="green"), previous=deploy, image_id=IMAGE_V3
-    )
-    next_up = run_program(
-        project, base_config(activeSlot="green"), previous=switch_and_build, image_id=IMAGE_V3
+    _, deploy, switch_and_build, next_up = history(
+        project, ("blue", IMAGE_V1), ("blue", IMAGE_V2), ("green", IMAGE_V3), ("green", IMAGE_V3)
     )
 
     assert changes(deploy, switch_and_build) == {SWITCH: ["create", "triggers"]}

@@ -27,7 +27,7 @@ import requests
 from nocturna_infra.switch import ExitCode, UsageError, backoff, main, parse_options
 from nocturna_infra.upstream import parse_upstream, render_upstream, routing_text
 from tests.backends import Backend
-from tests.nginx_instance import UPSTREAM_NAME, NginxInstance
+from tests.nginx_instance import UPSTREAM_NAME, NginxInstance, switch_argv
 
 pytestmark = pytest.mark.nginx
 
@@ -67,24 +67,6 @@ def nginx(prefix: Path, blue: Backend, green: Backend) -> Iterator[NginxInstance
     instance.start()
     yield instance
     instance.stop()
-
-
-def switch_argv(nginx: NginxInstance, target: Backend, *extra: str) -> list[str]:
-    return [
-        "--upstream-file", str(nginx.upstream_file),
-        "--upstream-name", UPSTREAM_NAME,
-        "--slot", target.slot,
-        "--server", target.server,
-        "--health-url", target.url("/health"),
-        "--verify-url", nginx.verify_url("/health"),
-        "--nginx-test", nginx.test_command,
-        "--nginx-reload", nginx.reload_command,
-        "--attempts", "3",
-        "--interval", "0.05",
-        "--timeout", "2",
-        "--verify-attempts", "5",
-        *extra,
-    ]  # fmt: skip
 
 
 def green_file(green: Backend) -> str:
