@@ -238,6 +238,8 @@ NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 IMAGE_REPOSITORY_PATTERN: Final = re.compile(
     r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$"
 )
+STACK_NAME_PATTERN: Final = re.compile(r"^$|^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
+HEALTH_TEXT_PATTERN: Final = re.compile(r"^[ -~]{0,200}$")
 ENV_NAME_PATTERN: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 UPSTREAM_NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9_.-]+$")
 URL_PATH_PATTERN: Final = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$")
@@ -472,7 +474,11 @@ def parse_settings(
 
     health = HealthSettings(
         path=read.matching("healthPath", URL_PATH_PATTERN, "a URL path starting with /"),
-        expected_text=read.string("healthContains"),
+        expected_text=read.matching(
+            "healthContains",
+            HEALTH_TEXT_PATTERN,
+            "empty or printable text of at most 200 characters",
+        ),
         interval_seconds=read.integer("healthIntervalSeconds", 1, 3600),
         timeout_seconds=read.integer("healthTimeoutSeconds", 1, 3600),
         retries=read.integer("healthRetries", 1, 100),
@@ -521,7 +527,12 @@ def parse_settings(
             "puppeteerExecutablePath", re.compile(r"^/[A-Za-z0-9._/-]+$"), "an absolute path"
         ),
         router=_router(read),
-        state_stack=read.string("stateStack") or default_state_stack,
+        state_stack=read.matching(
+            "stateStack",
+            STACK_NAME_PATTERN,
+            "empty or a stack name such as organization/<project>/<stack>",
+        )
+        or default_state_stack,
         api_key=api_key,
     )
 

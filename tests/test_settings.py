@@ -232,6 +232,45 @@ def test_every_declared_key_has_a_default_or_is_secret() -> None:
             id="router-python",
         ),
         pytest.param(
+            {"stateStack": "organization/nocturna infra/production"},
+            "nocturna-infra:stateStack: must be empty or a stack name such as "
+            "organization/<project>/<stack>; got 'organization/nocturna infra/production'.",
+            id="state-stack",
+        ),
+        pytest.param(
+            {"healthContains": "healthy\n"},
+            "nocturna-infra:healthContains: must be empty or printable text of at most 200 "
+            "characters; got 'healthy\\n'.",
+            id="health-contains",
+        ),
+        pytest.param(
+            {"networkName": "-net"},
+            "nocturna-infra:networkName: must be lower-case letters, digits, '.', '_' or '-'; "
+            "got '-net'.",
+            id="network-name",
+        ),
+        pytest.param(
+            {"baseImage": "node 20"},
+            "nocturna-infra:baseImage: must be an image reference; got 'node 20'.",
+            id="base-image",
+        ),
+        pytest.param(
+            {"puppeteerExecutablePath": "chromium"},
+            "nocturna-infra:puppeteerExecutablePath: must be an absolute path; got 'chromium'.",
+            id="puppeteer-path",
+        ),
+        pytest.param(
+            {"nginxTestCommand": "nginx 'unterminated"},
+            "nocturna-infra:nginxTestCommand: must be a command line such as 'nginx -t'; "
+            'got "nginx \'unterminated".',
+            id="test-command-unparsable",
+        ),
+        pytest.param(
+            {"buildArgs": "VERSION=1"},
+            "nocturna-infra:buildArgs: must be an object of name -> value; got 'VERSION=1'.",
+            id="build-args-not-json",
+        ),
+        pytest.param(
             {"platform": "amd64"},
             "nocturna-infra:platform: must be like linux/amd64; got 'amd64'.",
             id="platform",
@@ -242,6 +281,52 @@ def test_invalid_value_is_rejected_with_key_value_and_allowed(
     project: Path, overrides: dict[str, str], message: str
 ) -> None:
     assert_config_error(project, message, **overrides)
+
+
+INTEGER_RANGES = [
+    ("appPort", 1, 65535),
+    ("bluePort", 1, 65535),
+    ("greenPort", 1, 65535),
+    ("healthIntervalSeconds", 1, 3600),
+    ("healthTimeoutSeconds", 1, 3600),
+    ("healthRetries", 1, 100),
+    ("healthStartPeriodSeconds", 0, 3600),
+    ("memoryMb", 256, 1048576),
+    ("memoryReservationMb", 0, 1048576),
+    ("shmSizeMb", 1, 1048576),
+    ("tmpfsSizeMb", 1, 1048576),
+    ("stopTimeoutSeconds", 31, 3600),
+    ("logMaxSizeMb", 1, 10240),
+    ("logMaxFiles", 1, 100),
+    ("probeAttempts", 1, 1000),
+    ("probeIntervalSeconds", 1, 600),
+    ("probeTimeoutSeconds", 1, 600),
+]
+
+
+@pytest.mark.parametrize(("key", "low", "high"), INTEGER_RANGES)
+def test_integer_keys_reject_values_out_of_range(
+    project: Path, key: str, low: int, high: int
+) -> None:
+    assert_config_error(
+        project,
+        f"nocturna-infra:{key}: must be between {low} and {high}; got {low - 1}.",
+        **{key: str(low - 1)},
+    )
+
+
+def test_staging_port_is_range_checked_in_staging(project: Path) -> None:
+    assert_config_error(
+        project,
+        "nocturna-infra:stagingPort: must be between 1 and 65535; got 0.",
+        environment="staging",
+        stagingPort="0",
+    )
+
+
+def test_every_integer_key_has_a_range_test() -> None:
+    integer_keys = {key.name for key in CONFIG_SCHEMA if key.type == "integer"}
+    assert integer_keys - {key for key, _, _ in INTEGER_RANGES} == {"stagingPort"}
 
 
 def test_missing_build_context_names_the_key_and_directory(project: Path) -> None:
