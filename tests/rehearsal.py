@@ -585,6 +585,7 @@ class Rehearsal:
         problems = []
         if any(state is None or not state["State"]["Running"] for state in states.values()):
             problems.append("both slots must run after the first deployment")
+        problems += self.run_the_build(states)
         self.record("1 first deploy (v1, live blue)", "ok", up, None, problems,
                     self.production, self.nginx)  # fmt: skip
         if up.error is not None:
@@ -597,6 +598,7 @@ class Rehearsal:
             up = self._up(activeSlot="blue")
         states = self.slot_states(self.production)
         problems = self.untouched("blue", blue_v1, states)
+        problems += self.run_the_build({"green": states["green"]})
         if up.mocks.replaced != ["nocturna-rehearsal-green-container"]:
             problems.append(f"deploy replaced {up.mocks.replaced}, expected green only")
         if figures["slow"].versions.keys() - {"1.0.0"}:
@@ -676,6 +678,18 @@ class Rehearsal:
             problems.append(f"staging Nginx serves {served}")
         self.record("6 staging deploy (3013)", "ok", up, None, problems, self.staging, nginx)
         nginx.stop()
+
+    def run_the_build(self, states: Mapping[str, dict[str, Any] | None]) -> list[str]:
+        """The containers run the image the Image resource built (its immutable local ID)."""
+        built = self.production.resources.get("nocturna-rehearsal-image")
+        if built is None:
+            return ["no image was built"]
+        image_id = built.outputs["repoDigest"]
+        return [
+            f"{slot} runs {state['Image'] if state else None}, not the build {image_id}"
+            for slot, state in states.items()
+            if state is None or state["Image"] != image_id
+        ]
 
     @staticmethod
     def untouched(slot: str, before: dict[str, Any] | None, states: Mapping[str, Any]) -> list[str]:
