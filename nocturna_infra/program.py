@@ -12,6 +12,7 @@ from pulumi.runtime.sync_await import _sync_await
 from nocturna_infra import render
 from nocturna_infra.ca_certs import CaCertError, read_extra_ca_certs
 from nocturna_infra.deployment import (
+    STATE_VERSION,
     RecordedState,
     SlotAction,
     is_switch,
@@ -127,12 +128,8 @@ def main(project_dir: Path | None = None) -> None:
             ),
         )
 
-    live_server = pulumi.Output.from_input(slot_kwargs[live]["ports"]).apply(
-        lambda ports: render.slot_server(settings.bind_address, int(ports[0]["external"]))
-    )
-    live_port = pulumi.Output.from_input(slot_kwargs[live]["ports"]).apply(
-        lambda ports: int(ports[0]["external"])
-    )
+    host_ports = {slot: _host_port(kwargs) for slot, kwargs in slot_kwargs.items()}
+    live_port = host_ports[live]
     router = Router(
         name,
         RouterArgs(
@@ -142,7 +139,7 @@ def main(project_dir: Path | None = None) -> None:
             live_slot=live.value,
             upstream_file=settings.router.upstream_file,
             upstream_name=settings.router.upstream_name,
-            live_server=live_server,
+            live_server=live_port.apply(partial(render.slot_server, settings.bind_address)),
             depends_on=list(containers.values()),
         ),
     )
@@ -159,10 +156,8 @@ def main(project_dir: Path | None = None) -> None:
             slot.value: {
                 "container": render.container_name(name, slot),
                 "image": container.image,
-                "url": pulumi.Output.from_input(slot_kwargs[slot]["ports"]).apply(
-                    lambda ports: render.slot_url(
-                        settings.bind_address, int(ports[0]["external"]), settings.health.path
-                    )
+                "url": host_ports[slot].apply(
+                    lambda port: render.slot_url(settings.bind_address, port, settings.health.path)
                 ),
             }
             for slot, container in containers.items()
@@ -172,7 +167,7 @@ def main(project_dir: Path | None = None) -> None:
     pulumi.export(
         "deployment",
         {
-            "version": 1,
+            "version": STATE_VERSION,
             "liveSlot": live.value,
             "slots": {slot.value: kwargs for slot, kwargs in slot_kwargs.items()},
         },
@@ -190,6 +185,13 @@ def main(project_dir: Path | None = None) -> None:
                 "apiKeys": {slot.value: key for slot, key in api_keys.items()},
             }
         ),
+    )
+
+
+def _host_port(container_args: dict[str, pulumi.Input[Any]]) -> pulumi.Output[int]:
+    """The host port a slot's container publishes (recorded numbers come back as floats)."""
+    return pulumi.Output.from_input(container_args["ports"]).apply(
+        lambda ports: int(ports[0]["external"])
     )
 
 
