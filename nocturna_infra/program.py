@@ -121,7 +121,6 @@ def main(project_dir: Path | None = None) -> None:
         containers[slot] = SlotContainer(
             render.container_name(name, slot),
             SlotContainerArgs(
-                slot=slot,
                 container_args=slot_kwargs[slot],
                 api_key=api_keys[slot],
                 depends_on=[network, image],

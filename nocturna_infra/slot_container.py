@@ -9,8 +9,6 @@ from typing import Any
 import pulumi
 import pulumi_docker as docker
 
-from nocturna_infra.slot import Slot
-
 # Fields the provider records without applying them to a running container; a change must
 # replace the container to take effect (and only ever reaches the standby slot).
 APPLY_BY_REPLACING = ["healthcheck", "tmpfs", "init"]
@@ -18,7 +16,6 @@ APPLY_BY_REPLACING = ["healthcheck", "tmpfs", "init"]
 
 @dataclass(frozen=True)
 class SlotContainerArgs:
-    slot: Slot
     container_args: Mapping[str, pulumi.Input[Any]]
     """docker.Container keyword arguments (see render.container_args), without API_KEY."""
     api_key: pulumi.Input[str]

@@ -72,6 +72,19 @@ def as_engine_returns(value: Any) -> Any:
     return value
 
 
+def stack_reference_state(
+    name: str, exports: Mapping[str, Any], secret_names: Iterable[str]
+) -> dict[str, Any]:
+    """Mocked state of a StackReference to a stack that exported `exports`, as the engine
+    returns it (numbers as floats, secret outputs listed)."""
+    outputs = as_engine_returns(dict(exports))
+    return {
+        "name": name,
+        "outputs": outputs,
+        "secretOutputNames": [key for key in secret_names if key in outputs],
+    }
+
+
 class Recorder(pulumi.runtime.Mocks):
     """Mocks that record every registration and invoke and echo inputs back as outputs.
 

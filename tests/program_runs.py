@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness import MockedRun, as_engine_returns, unsecret
+from harness import MockedRun, stack_reference_state, unsecret
 from pulumi.runtime import mocks as pm
 
 from nocturna_infra import program
@@ -48,12 +48,10 @@ class ProgramMocks(harness.Recorder):
         if args.typ == "pulumi:pulumi:StackReference":
             self.registered.append(args)
             self.resources[args.name] = args
-            outputs = as_engine_returns(dict(self.previous_exports))
-            return args.name, {
-                "name": args.inputs["name"],
-                "outputs": outputs,
-                "secretOutputNames": [n for n in SECRET_OUTPUTS if n in outputs],
-            }
+            state = stack_reference_state(
+                args.inputs["name"], self.previous_exports, SECRET_OUTPUTS
+            )
+            return args.name, state
         return super().new_resource(args)
 
 

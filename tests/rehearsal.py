@@ -49,7 +49,7 @@ from pulumi.runtime import settings
 
 from nocturna_infra import program
 from tests import docker_host, harness
-from tests.harness import MockedRun, as_engine_returns, unsecret
+from tests.harness import MockedRun, stack_reference_state, unsecret
 from tests.load import SlowClients, WrkLoad
 from tests.nginx_instance import UPSTREAM_NAME, NginxInstance
 
@@ -225,19 +225,16 @@ class ApplyingMocks(harness.Recorder):
         super().__init__(computed_outputs={})
         self.backend = backend
         self.project_dir = project_dir
-        self.ran_commands: list[str] = []
         self.replaced: list[str] = []
 
     def new_resource(self, args: pm.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         self.registered.append(args)
         self.resources[args.name] = args
         if args.typ == "pulumi:pulumi:StackReference":
-            outputs = as_engine_returns(self.backend.exports)
-            return args.name, {
-                "name": args.inputs["name"],
-                "outputs": outputs,
-                "secretOutputNames": [name for name in ("deploymentSecrets",) if name in outputs],
-            }
+            state = stack_reference_state(
+                args.inputs["name"], self.backend.exports, ("deploymentSecrets",)
+            )
+            return args.name, state
         if not args.custom:
             return f"{args.name}_component", {}
         appliers: dict[str, Callable[[str, dict[str, Any]], tuple[str, dict[str, Any]]]] = {
@@ -331,7 +328,6 @@ class ApplyingMocks(harness.Recorder):
 
     def _command(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         _only("Command", inputs, {"create", "triggers", "logging", "environment"})
-        self.ran_commands.append(inputs["create"])
         done = subprocess.run(
             ["/bin/sh", "-c", inputs["create"]],
             cwd=self.project_dir,

@@ -3,7 +3,6 @@ from __future__ import annotations
 import harness
 import pulumi
 
-from nocturna_infra.slot import Slot
 from nocturna_infra.slot_container import SlotContainer, SlotContainerArgs
 
 
@@ -11,7 +10,6 @@ def make(api_key: pulumi.Input[str]) -> SlotContainer:
     return SlotContainer(
         "svc-green",
         SlotContainerArgs(
-            slot=Slot.GREEN,
             container_args={"name": "svc-green", "image": "sha256:1", "envs": ["PORT=3011"]},
             api_key=api_key,
         ),
