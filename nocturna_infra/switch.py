@@ -1,11 +1,14 @@
-"""Health-gated, transactional switch of the Nginx upstream to a new slot.
+"""Health-gated, transactional switch of Nginx to a slot, without a reload.
 
-    python -m nocturna_infra.switch --upstream-file F --upstream-name N --slot S \
-        --server HOST:PORT --health-url URL [--verify-url URL] ...
+    python -m nocturna_infra.switch --upstream-file F --upstream-name N --selection-dir D \
+        --slot S --server HOST:PORT [--standby OTHER=HOST:PORT] --health-url URL \
+        [--verify-url URL] ...
 
-Order: validate every flag, probe the target directly, take the lock, atomically replace the
-upstream file, `nginx -t`, reload, verify through Nginx. Any failure after the replace puts the
-previous file back (atomically) and, once Nginx may have loaded the new file, reloads again.
+Order: validate every flag, probe the target directly, take the lock; only if a slot's servers
+change: atomically replace the upstream file (one group per slot), `nginx -t`, reload. Then
+flip the selection file (see `selection`), which Nginx reads on the next request, and verify
+through Nginx. Any failure after the first write puts the previous selection and file back
+(atomically) and, once Nginx may have loaded the new file, reloads again.
 """
 
 from __future__ import annotations
@@ -29,14 +32,19 @@ from pathlib import Path
 from typing import Final, NoReturn
 from urllib.parse import urlsplit
 
+from nocturna_infra import safe_files
 from nocturna_infra.cli import RaisingArgumentParser, UsageError
 from nocturna_infra.probe import Check, CheckResult, run_check, verify_routed
+from nocturna_infra.safe_files import UnsafeFileError
+from nocturna_infra.selection import describe, marker, nginx_choice, read_markers, write_markers
 from nocturna_infra.upstream import (
     KEEPALIVE,
     UpstreamParseError,
-    parse_upstream,
-    render_upstream,
+    group_name,
+    parse_upstream_groups,
+    render_upstreams,
     routing_text,
+    slot_groups,
 )
 
 
@@ -55,16 +63,18 @@ class ExitCode(IntEnum):
 
 EXIT_CODES_HELP: Final = """\
 exit codes:
-  0  switched, or the target was already live (file unchanged, no reload)
+  0  switched, or the target was already live (nothing rewritten, no reload)
   2  bad usage: a flag is missing or invalid; nothing was touched
   3  target not healthy (probe or smoke failed); nothing was changed
-  4  nginx -t rejected the new file; the previous file was restored byte for byte
+  4  nginx -t rejected the new upstream file; the previous file was restored byte for byte
   5  reload failed; the previous file was restored and a reload retried with it
-  6  verification through Nginx failed; the previous file was restored and reloaded
+  6  verification through Nginx failed; the previous selection (and upstream file, if the
+     servers changed) was restored
   7  another switch holds the lock; nothing was changed
-  8  the upstream file, its backup or the lock could not be written; nothing was changed
-  143/130  stopped by SIGTERM/SIGINT (128 + signal); after the file swap the previous
-     file was restored and reloaded first, before it nothing was changed
+  8  a file or directory could not be written, or is unsafe (a symlink, or a directory others
+     may write to); nothing was changed, or what was written was restored
+  143/130/129  stopped by SIGTERM/SIGINT/SIGHUP (128 + signal); after the first write the
+     previous selection and file were restored first, before it nothing was changed
 """
 
 NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]+")
@@ -74,7 +84,8 @@ HOSTNAME_RE: Final = re.compile(
 )
 METHOD_RE: Final = re.compile(r"[A-Z]{3,10}")
 NGINX_COMMAND_TIMEOUT: Final = 60.0
-INTERRUPTS: Final = (signal.SIGTERM, signal.SIGINT)
+INTERRUPTS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+DEFAULT_FALLBACK: Final = "blue"
 
 
 class SwitchError(Exception):
@@ -87,15 +98,43 @@ class SwitchError(Exception):
 
 
 class Interrupted(BaseException):
-    """SIGTERM or SIGINT arrived; raised so a half-done switch can put the old file back."""
+    """SIGTERM, SIGINT or SIGHUP arrived; raised so a half-done switch can put things back."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
 
 
-def _raise_interrupted(signum: int, _frame: object) -> None:
-    raise Interrupted(signum)
+class SignalGuard:
+    """Turns a signal into `Interrupted`, except while a restore runs: then it is only noted,
+    so a second Ctrl-C or a dropped SSH session (SIGHUP) cannot abort putting things back."""
+
+    def __init__(self) -> None:
+        self.restoring = False
+        self.deferred: list[int] = []
+
+    def handle(self, signum: int, _frame: object) -> None:
+        if self.restoring:
+            self.deferred.append(signum)
+            return
+        raise Interrupted(signum)
+
+    @contextmanager
+    def shielded(self) -> Iterator[None]:
+        previous, self.restoring = self.restoring, True
+        try:
+            yield
+        finally:
+            self.restoring = previous
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self.handle) for sig in INTERRUPTS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 @dataclass(frozen=True)
@@ -104,8 +143,11 @@ class SwitchOptions:
 
     upstream_file: Path
     upstream_name: str
+    selection_dir: Path
     slot: str
     servers: tuple[str, ...]
+    standby: Mapping[str, tuple[str, ...]]
+    fallback_slot: str
     health: tuple[Check, ...]
     smoke: Check | None
     verify: Check | None
@@ -239,13 +281,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="upstream file the switch owns and rewrites",
     )
     add("--upstream-name", required=True, metavar="NAME", help="name of the Nginx upstream block")
-    add("--slot", required=True, metavar="NAME", help="slot name recorded in the file and output")
+    add(
+        "--selection-dir",
+        required=True,
+        metavar="DIR",
+        help="root-owned directory holding the selection files the site config tests",
+    )
+    add("--slot", required=True, metavar="NAME", help="slot to make live")
     add(
         "--server",
         action="append",
         required=True,
         metavar="HOST:PORT",
         help="HOST:PORT of the target (repeatable)",
+    )
+    add(
+        "--standby",
+        action="append",
+        default=[],
+        metavar="SLOT=HOST:PORT",
+        help="servers of another slot's group (repeatable); slots not given keep the servers "
+        "the upstream file already defines",
+    )
+    add(
+        "--fallback-slot",
+        default=DEFAULT_FALLBACK,
+        metavar="NAME",
+        help="slot the site config uses when no other slot's selection file exists "
+        "(default: %(default)s)",
     )
     add(
         "--health-url",
@@ -322,6 +385,15 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str] = os.environ) 
     elif any(v is not None for v in (ns.smoke_body, ns.smoke_content_type, ns.smoke_auth_env)):
         msg = "--smoke-body/--smoke-content-type/--smoke-auth-env: given without --smoke-url"
         raise UsageError(msg)
+    standby: dict[str, list[str]] = {}
+    for entry in ns.standby:
+        other, sep, server = entry.partition("=")
+        if not sep:
+            _usage("--standby", "SLOT=HOST:PORT", entry)
+        other = parse_name(other, "--standby")
+        if other == slot:
+            _usage("--standby", f"a slot other than --slot {slot}", entry)
+        standby.setdefault(other, []).append(parse_server(server, "--standby"))
     verify = None
     if ns.verify_url is not None:
         verify = Check(parse_url(ns.verify_url, "--verify-url"), host_header=host)
@@ -329,11 +401,16 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str] = os.environ) 
     if not upstream_file.name:
         _usage("--upstream-file", "a file path", ns.upstream_file)
     lock_file = Path(ns.lock_file) if ns.lock_file else Path(f"{upstream_file}.lock")
+    if not ns.selection_dir or not Path(ns.selection_dir).is_absolute():
+        _usage("--selection-dir", "an absolute directory path", ns.selection_dir)
     return SwitchOptions(
         upstream_file=upstream_file,
         upstream_name=name,
+        selection_dir=Path(ns.selection_dir),
         slot=slot,
         servers=servers,
+        standby={other: tuple(found) for other, found in standby.items()},
+        fallback_slot=parse_name(ns.fallback_slot, "--fallback-slot"),
         health=health,
         smoke=smoke,
         verify=verify,
@@ -349,7 +426,7 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str] = os.environ) 
     )
 
 
-# --- running: progress, probes, lock, file swap, nginx ---------------------------------------
+# --- running: progress, probes, lock, writes, nginx -----------------------------------------
 
 
 class Progress:
@@ -407,57 +484,29 @@ def probe_target(opts: SwitchOptions, progress: Progress) -> None:
 
 @contextmanager
 def held_lock(path: Path, wait: float, owner: str) -> Iterator[None]:
-    """Non-blocking exclusive flock (the kernel drops it if we are killed)."""
+    """Non-blocking exclusive flock on an owner-only file (the kernel drops it if we die)."""
     try:
-        handle = path.open("a+")
-    except OSError as error:
-        msg = f"cannot open lock file {path}: {error.strerror}"
-        raise SwitchError(ExitCode.FILESYSTEM, msg) from error
-    with handle:
+        safe_files.check_directory(path.parent)
+        fd = safe_files.open_lock(path)
+    except UnsafeFileError as error:
+        raise SwitchError(ExitCode.FILESYSTEM, f"lock file: {error}") from None
+    try:
         deadline = time.monotonic() + wait
         while True:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    handle.seek(0)
-                    holder = handle.read().strip() or "unknown"
-                    msg = f"another switch holds {path} ({holder})"
+                    holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+                    msg = f"another switch holds {path} ({holder or 'unknown'})"
                     raise SwitchError(ExitCode.LOCKED, msg) from None
                 time.sleep(0.1)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(owner + "\n")
-        handle.flush()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (owner + "\n").encode(), 0)
         yield
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes | None) -> None:
-    """Make `path` hold exactly `data` (None: absent) via a fsynced temp file and rename,
-    so a crash at any point leaves the old or the new complete file, never a partial one."""
-    if data is None:
-        path.unlink(missing_ok=True)
-        _fsync_dir(path.parent)
-        return
-    temp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with temp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
 
 
 def run_nginx(argv: Sequence[str]) -> str | None:
@@ -477,7 +526,7 @@ def run_nginx(argv: Sequence[str]) -> str | None:
 
 
 def verify_through_nginx(opts: SwitchOptions, progress: Progress) -> str | None:
-    """None once Nginx routes to a new server, else why not after bounded retries."""
+    """None once Nginx routes to a target server, else why not after bounded retries."""
     if opts.verify is None:
         progress.step("verify: skipped (no --verify-url)")
         return None
@@ -493,108 +542,207 @@ def verify_through_nginx(opts: SwitchOptions, progress: Progress) -> str | None:
     return f"{opts.verify.url} {detail}"
 
 
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        msg = f"cannot read {path}: {error.strerror}"
-        raise SwitchError(ExitCode.FILESYSTEM, msg) from error
+def _describe_groups(slot_servers: Mapping[str, Sequence[str]]) -> str:
+    return ", ".join(f"{slot} -> {' '.join(servers)}" for slot, servers in slot_servers.items())
 
 
-def _describe(data: bytes | None) -> str:
-    if data is None:
-        return "no file yet"
-    try:
-        state = parse_upstream(data.decode("utf-8", "replace"))
-    except UpstreamParseError:
-        return "unrecognised content"
-    return f"{state.slot or 'unknown slot'} -> {', '.join(state.servers)}"
+class _StepFailedError(Exception):
+    """A step failed after the transaction began; the transaction restores, then reports."""
+
+    def __init__(self, code: ExitCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
 
 
-def _restore(opts: SwitchOptions, old: bytes | None, progress: Progress) -> str:
-    """Put the previous file back; returns a note for the failure reason."""
-    try:
-        write_atomic(opts.upstream_file, old)
-    except OSError as error:
-        progress.step(f"restore {opts.upstream_file}: FAILED ({error})")
-        return f"; RESTORE FAILED ({error.strerror}): fix {opts.upstream_file} by hand"
-    progress.step(f"restore {opts.upstream_file}: {_describe(old)}")
-    return ""
+@dataclass
+class Plan:
+    """What one switch will write, decided under the lock before the first write."""
+
+    old_file: bytes | None
+    old_mode: int | None
+    old_groups: dict[str, tuple[str, ...]]
+    new_groups: dict[str, tuple[str, ...]]
+    new_text: str
+    old_markers: frozenset[str]
+
+    @property
+    def slots(self) -> list[str]:
+        return list(self.new_groups)
+
+    @property
+    def servers_change(self) -> bool:
+        return self.old_file is None or routing_text(
+            self.old_file.decode("utf-8", "replace")
+        ) != routing_text(self.new_text)
 
 
-def _restore_and_reload(opts: SwitchOptions, old: bytes | None, progress: Progress) -> str:
-    note = _restore(opts, old, progress)
-    error = run_nginx(opts.nginx_reload)
-    progress.step(f"reload with previous file: {error or 'ok'}")
-    return note + (f"; reload with the previous file also failed ({error})" if error else "")
+def make_plan(opts: SwitchOptions, now: datetime) -> Plan:
+    """Read the upstream file and the selection; refuse what cannot be switched safely."""
+    for directory in (opts.upstream_file.parent, opts.selection_dir):
+        safe_files.check_directory(directory)
+    old = safe_files.read_file(opts.upstream_file)
+    old_groups: dict[str, tuple[str, ...]] = {}
+    if old is not None:
+        try:
+            old_groups = slot_groups(
+                parse_upstream_groups(old[0].decode("utf-8", "replace")), opts.upstream_name
+            )
+        except UpstreamParseError:
+            old_groups = {}  # e.g. the single-group file of a host being migrated
+    merged = {**old_groups, **opts.standby, opts.slot: opts.servers}
+    if opts.fallback_slot not in merged:
+        msg = (
+            f"--fallback-slot {opts.fallback_slot}: no servers known for it (the site config "
+            f"proxies to {group_name(opts.upstream_name, opts.fallback_slot)} when no other slot "
+            f"is selected); pass --standby {opts.fallback_slot}=HOST:PORT"
+        )
+        raise SwitchError(ExitCode.USAGE, msg)
+    order = sorted(merged, key=lambda slot: (slot != opts.fallback_slot, slot))
+    new_groups = {slot: merged[slot] for slot in order}
+    for path in (opts.upstream_file, Path(f"{opts.upstream_file}.prev")):
+        safe_files.remove_temps(path)
+    for slot in new_groups:
+        safe_files.remove_temps(marker(opts.selection_dir, opts.upstream_name, slot))
+    return Plan(
+        old_file=old[0] if old else None,
+        old_mode=old[1] if old else None,
+        old_groups=old_groups,
+        new_groups=new_groups,
+        new_text=render_upstreams(opts.upstream_name, new_groups, now, opts.keepalive),
+        old_markers=read_markers(opts.selection_dir, opts.upstream_name, list(new_groups)),
+    )
 
 
-def apply_switch(opts: SwitchOptions, new_text: str, progress: Progress) -> bool:
-    """The locked part: swap, test, reload, verify. True if the file changed."""
-    path = opts.upstream_file
-    old = _read(path)
-    if old is not None and routing_text(old.decode("utf-8", "replace")) == routing_text(new_text):
-        progress.step(f"{path}: already routes {_describe(old)}; not rewritten")
-        problem = verify_through_nginx(opts, progress)
+class Transaction:
+    """Writes in order and, on any failure or signal after the first write, puts back exactly
+    what it touched. Flags are set *before* each write: a signal arriving mid-write must be
+    answered with a restore, never with "nothing changed"."""
+
+    def __init__(
+        self, opts: SwitchOptions, plan: Plan, progress: Progress, guard: SignalGuard
+    ) -> None:
+        self.opts = opts
+        self.plan = plan
+        self.progress = progress
+        self.guard = guard
+        self.file_touched = False
+        self.reload_started = False
+        self.selection_touched = False
+
+    @property
+    def touched(self) -> bool:
+        return self.file_touched or self.selection_touched
+
+    def run(self) -> bool:
+        """True if anything changed; raises SwitchError after restoring on failure."""
+        try:
+            return self._steps()
+        except _StepFailedError as failed:
+            raise SwitchError(failed.code, failed.reason + self._restore()) from None
+        except (OSError, UnsafeFileError) as error:
+            reason = getattr(error, "strerror", None) or str(error)
+            done = self._restore() if self.touched else "; nothing changed"
+            raise SwitchError(ExitCode.FILESYSTEM, f"cannot write: {reason}{done}") from None
+        except Interrupted as interrupted:
+            name = signal.Signals(interrupted.signum).name
+            done = self._restore() if self.touched else "; nothing changed"
+            raise SwitchError(128 + interrupted.signum, f"interrupted by {name}{done}") from None
+
+    def _steps(self) -> bool:
+        opts, plan, step = self.opts, self.plan, self.progress.step
+        path = opts.upstream_file
+        if plan.servers_change:
+            self.file_touched = True
+            if plan.old_file is not None:
+                safe_files.write_atomic(
+                    Path(f"{path}.prev"), plan.old_file, safe_files.kept_mode(plan.old_mode)
+                )
+            safe_files.write_atomic(
+                path, plan.new_text.encode(), safe_files.kept_mode(plan.old_mode)
+            )
+            was = _describe_groups(plan.old_groups) if plan.old_groups else "no slot groups"
+            step(f"write {path}: {_describe_groups(plan.new_groups)} (was {was})")
+            self._test_and_reload()
+        else:
+            step(f"{path}: servers unchanged; not rewritten, no reload")
+        want = frozenset({opts.slot})
+        before = describe(plan.old_markers, plan.slots, opts.fallback_slot)
+        if plan.old_markers != want:
+            self.selection_touched = True
+            write_markers(opts.selection_dir, opts.upstream_name, plan.slots, want)
+            step(f"select {opts.slot} in {opts.selection_dir} (was {before})")
+        else:
+            step(f"selection: already {before}")
+        problem = verify_through_nginx(opts, self.progress)
         if problem is None:
-            return False
-        # The file is right but Nginx is not (e.g. an earlier switch was killed before its
-        # reload): test and reload the file as it is, without rewriting it.
-        return _test_reload_verify(opts, old, progress, restore=False)
-    _remove_stale_temps(path)
-    try:
-        if old is not None:
-            write_atomic(path.with_name(path.name + ".prev"), old)
-        write_atomic(path, new_text.encode())
-    except OSError as error:
-        msg = f"cannot write {path}: {error.strerror}; nothing changed"
-        raise SwitchError(ExitCode.FILESYSTEM, msg) from error
-    progress.step(f"write {path}: {opts.slot} -> {', '.join(opts.servers)} (was {_describe(old)})")
-    try:
-        return _test_reload_verify(opts, old, progress, restore=True)
-    except Interrupted as interrupted:
-        note = _restore_and_reload(opts, old, progress)
-        name = signal.Signals(interrupted.signum).name
-        msg = f"interrupted by {name}; previous file restored and reloaded{note}"
-        raise SwitchError(128 + interrupted.signum, msg) from None
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Temp files of switches killed between write and rename; we hold the lock."""
-    for stale in path.parent.glob(f".{path.name}.tmp.*"):
-        stale.unlink(missing_ok=True)
-
-
-def _test_reload_verify(
-    opts: SwitchOptions, old: bytes | None, progress: Progress, *, restore: bool
-) -> bool:
-    problem = run_nginx(opts.nginx_test)
-    progress.step(f"nginx test: {problem or 'ok'}")
-    if problem is not None:
-        note = _restore(opts, old, progress) if restore else ""
-        done = "previous file restored" if restore else "file left as it was"
-        raise SwitchError(
-            ExitCode.CONFIG_REJECTED, f"nginx -t rejected the new file ({problem}); {done}{note}"
+            return self.touched
+        if not self.touched:
+            # Files are right but Nginx is not (e.g. an earlier switch was killed before its
+            # reload): test and reload the files as they are, without rewriting them.
+            self._test_and_reload()
+            problem = verify_through_nginx(opts, self.progress)
+            if problem is None:
+                return True
+        raise _StepFailedError(
+            ExitCode.VERIFY_FAILED, f"verification through Nginx failed ({problem})"
         )
-    problem = run_nginx(opts.nginx_reload)
-    progress.step(f"nginx reload: {problem or 'ok'}")
-    if problem is not None:
-        note = _restore_and_reload(opts, old, progress) if restore else ""
-        done = "previous file restored" if restore else "file left as it was"
-        raise SwitchError(ExitCode.RELOAD_FAILED, f"reload failed ({problem}); {done}{note}")
-    problem = verify_through_nginx(opts, progress)
-    if problem is not None:
-        note = _restore_and_reload(opts, old, progress) if restore else ""
-        done = "previous file restored and reloaded" if restore else "file left as it was"
-        raise SwitchError(
-            ExitCode.VERIFY_FAILED, f"verification through Nginx failed ({problem}); {done}{note}"
-        )
-    return True
+
+    def _test_and_reload(self) -> None:
+        problem = run_nginx(self.opts.nginx_test)
+        self.progress.step(f"nginx test: {problem or 'ok'}")
+        if problem is not None:
+            raise _StepFailedError(
+                ExitCode.CONFIG_REJECTED, f"nginx -t rejected the new file ({problem})"
+            )
+        self.reload_started = True
+        problem = run_nginx(self.opts.nginx_reload)
+        self.progress.step(f"nginx reload: {problem or 'ok'}")
+        if problem is not None:
+            raise _StepFailedError(ExitCode.RELOAD_FAILED, f"reload failed ({problem})")
+
+    def _restore(self) -> str:
+        """Put back what was touched, with signals deferred; returns the tail of the reason."""
+        opts, plan, step = self.opts, self.plan, self.progress.step
+        done: list[str] = []
+        failed: list[str] = []
+        with self.guard.shielded():
+            if self.selection_touched:
+                try:
+                    write_markers(
+                        opts.selection_dir, opts.upstream_name, plan.slots, plan.old_markers
+                    )
+                    before = describe(plan.old_markers, plan.slots, opts.fallback_slot)
+                    step(f"restore selection: {before}")
+                    done.append("previous selection restored")
+                except (OSError, UnsafeFileError) as error:
+                    step(f"restore selection: FAILED ({error})")
+                    failed.append(f"RESTORE FAILED ({error}): fix {opts.selection_dir} by hand")
+            if self.file_touched:
+                try:
+                    safe_files.write_atomic(
+                        opts.upstream_file, plan.old_file, safe_files.kept_mode(plan.old_mode)
+                    )
+                    restored = "previous file" if plan.old_file else "absent again"
+                    step(f"restore {opts.upstream_file}: {restored}")
+                    done.append("previous file restored")
+                except (OSError, UnsafeFileError) as error:
+                    step(f"restore {opts.upstream_file}: FAILED ({error})")
+                    failed.append(f"RESTORE FAILED ({error}): fix {opts.upstream_file} by hand")
+            if self.reload_started and (self.file_touched or not self.touched):
+                error_line = run_nginx(opts.nginx_reload)
+                step(f"reload with previous file: {error_line or 'ok'}")
+                if error_line:
+                    failed.append(f"reload with the previous file also failed ({error_line})")
+                else:
+                    done.append("reloaded")
+        text = " and ".join(done) if done else "nothing changed"
+        return "; " + "; ".join([text, *failed])
 
 
-def run(opts: SwitchOptions, now: Callable[[], datetime], progress: Progress) -> str:
+def run(
+    opts: SwitchOptions, now: Callable[[], datetime], progress: Progress, guard: SignalGuard
+) -> str:
     """The whole switch after validation; returns the summary line."""
     targets = ", ".join(opts.servers)
     progress.step(f"switch {opts.upstream_name} to {opts.slot} ({targets})")
@@ -604,35 +752,44 @@ def run(opts: SwitchOptions, now: Callable[[], datetime], progress: Progress) ->
     )
     with held_lock(opts.lock_file, opts.lock_wait, owner):
         progress.step(f"lock {opts.lock_file}: held")
-        text = render_upstream(opts.upstream_name, opts.slot, opts.servers, now(), opts.keepalive)
-        changed = apply_switch(opts, text, progress)
+        try:
+            plan = make_plan(opts, now())
+        except UnsafeFileError as error:
+            raise SwitchError(ExitCode.FILESYSTEM, f"{error}; nothing changed") from None
+        changed = Transaction(opts, plan, progress, guard).run()
     verb = "switched to" if changed else "already live:"
     return f"{verb} {opts.slot} -> {targets} ({opts.upstream_name}) in {progress.elapsed:.2f}s"
 
 
+def selected_slot(
+    selection_dir: Path, upstream_name: str, slots: Sequence[str], fallback: str
+) -> str:
+    """The slot Nginx proxies to per the selection files (for status and the program)."""
+    return nginx_choice(read_markers(selection_dir, upstream_name, slots), slots, fallback)
+
+
 def main(argv: Sequence[str] | None = None, now: Callable[[], datetime] | None = None) -> int:
-    """CLI entry point; the clock is injectable so tests can pin the recorded switch time."""
-    try:
-        opts = parse_options(sys.argv[1:] if argv is None else argv)
-    except UsageError as error:
-        print(f"switch: {error}", file=sys.stderr)
-        return ExitCode.USAGE
-    except SystemExit as done:  # --help
-        return int(done.code or 0)
-    progress = Progress()
-    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in INTERRUPTS}
-    try:
-        summary = run(opts, now or (lambda: datetime.now(UTC)), progress)
-    except SwitchError as failure:
-        print(f"switch: {failure.reason}", file=sys.stderr)
-        return failure.code
-    except Interrupted as interrupted:  # before the swap: nothing to put back
-        name = signal.Signals(interrupted.signum).name
-        print(f"switch: interrupted by {name}; nothing changed", file=sys.stderr)
-        return 128 + interrupted.signum
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    """CLI entry point; the clock is injectable so tests can pin the recorded write time."""
+    guard = SignalGuard()
+    # Handlers first: a signal from here on is answered by restoring, or "nothing changed".
+    with guard.installed():
+        try:
+            opts = parse_options(sys.argv[1:] if argv is None else argv)
+        except UsageError as error:
+            print(f"switch: {error}", file=sys.stderr)
+            return ExitCode.USAGE
+        except SystemExit as done:  # --help
+            return int(done.code or 0)
+        progress = Progress()
+        try:
+            summary = run(opts, now or (lambda: datetime.now(UTC)), progress, guard)
+        except SwitchError as failure:
+            print(f"switch: {failure.reason}", file=sys.stderr)
+            return failure.code
+        except Interrupted as interrupted:  # before the first write: nothing to put back
+            name = signal.Signals(interrupted.signum).name
+            print(f"switch: interrupted by {name}; nothing changed", file=sys.stderr)
+            return 128 + interrupted.signum
     print(f"switch: {summary}", flush=True)
     return ExitCode.OK
 

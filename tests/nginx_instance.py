@@ -1,13 +1,15 @@
 """A private Nginx running the shipped config, for tests, the benchmark and the rehearsal.
 
-The shipped `nginx/nocturna-chart.conf` is used as is, except for the ports and the upstream
-file path, substituted as exact strings (each must match exactly once). A thin wrapper
+The shipped `nginx/nocturna-chart.conf` is used as is, except for the ports, the upstream
+file path and the selection directory, substituted as exact strings (each must match as often
+as the shipped file has it). A thin wrapper
 `nginx.conf` supplies what a host's own nginx.conf would: pid, logs, temp paths, events, and the
 main-context snippet `nginx/nocturna-main.conf`.
 """
 
 from __future__ import annotations
 
+import grp
 import os
 import shlex
 import signal
@@ -15,10 +17,13 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import requests
+
+from nocturna_infra.upstream import render_upstreams
 
 if TYPE_CHECKING:
     from tests.backends import Backend
@@ -29,6 +34,9 @@ MAIN_CONF = REPO / "nginx" / "nocturna-main.conf"
 NGINX = "/usr/sbin/nginx"
 UPSTREAM_NAME = "nocturna-img-production"
 DEFAULT_UPSTREAM_FILE = "/etc/nginx/upstreams/nocturna-img-production.conf"
+DEFAULT_SELECTION_DIR = "/var/lib/nocturna/switch"
+WORKER_GROUP = "nogroup"
+"""Group of this Nginx's workers (compiled-in default user nobody); www-data on Debian hosts."""
 
 
 def free_port() -> int:
@@ -37,19 +45,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _substitute(text: str, old: str, new: str) -> str:
+def _substitute(text: str, old: str, new: str, times: int = 1) -> str:
     count = text.count(old)
-    assert count == 1, f"shipped config: expected {old!r} once, found {count} times"
+    assert count == times, f"shipped config: expected {old!r} {times} times, found {count}"
     return text.replace(old, new)
 
 
 def render_site_conf(
-    text: str, *, listen_port: int, verify_port: int, upstream_file: Path, blue: int, green: int
+    text: str,
+    *,
+    listen_port: int,
+    verify_port: int,
+    upstream_file: Path,
+    selection_dir: Path,
+    blue: int,
+    green: int,
 ) -> str:
     """The shipped site config with test ports and paths; nothing else changes."""
-    text = _substitute(text, "listen 80;", f"listen 127.0.0.1:{listen_port};")
+    text = _substitute(
+        text, "listen 80 default_server;", f"listen 127.0.0.1:{listen_port} default_server;"
+    )
     text = _substitute(text, "listen 127.0.0.1:8099;", f"listen 127.0.0.1:{verify_port};")
     text = _substitute(text, f"include {DEFAULT_UPSTREAM_FILE};", f"include {upstream_file};")
+    text = _substitute(text, f"{DEFAULT_SELECTION_DIR}/", f"{selection_dir}/", times=2)
     text = _substitute(text, "127.0.0.1:3014/health", f"127.0.0.1:{blue}/health")
     return _substitute(text, "127.0.0.1:3012/health", f"127.0.0.1:{green}/health")
 
@@ -102,6 +120,10 @@ class NginxInstance:
         return self.prefix / "upstreams" / f"{UPSTREAM_NAME}.conf"
 
     @property
+    def selection_dir(self) -> Path:
+        return self.prefix / "selection"
+
+    @property
     def pid_file(self) -> Path:
         return self.prefix / "nginx.pid"
 
@@ -126,17 +148,27 @@ class NginxInstance:
         os.chmod(self.prefix, 0o755)  # workers run as nobody and need to traverse it
         (self.prefix / "tmp").mkdir(exist_ok=True)
         self.upstream_file.parent.mkdir(exist_ok=True)
+        # As on a host: root-owned, readable (searchable) by the workers' group only.
+        self.selection_dir.mkdir(mode=0o750, exist_ok=True)
+        os.chown(self.selection_dir, 0, grp.getgrnam(WORKER_GROUP).gr_gid)
         self.extra_conf.write_text("# the operator's other http-context config\n")
         site = render_site_conf(
             SITE_CONF.read_text(),
             listen_port=self.listen_port,
             verify_port=self.verify_port,
             upstream_file=self.upstream_file,
+            selection_dir=self.selection_dir,
             blue=self.blue_port,
             green=self.green_port,
         )
         (self.prefix / "nocturna-chart.conf").write_text(site)
         self.conf.write_text(render_wrapper_conf(self.prefix))
+
+    def write_routing(self, live: str, servers: dict[str, str], at: datetime) -> None:
+        """The upstream file and selection as an earlier switch to `live` left them."""
+        groups = {slot: [server] for slot, server in servers.items()}
+        self.upstream_file.write_text(render_upstreams(UPSTREAM_NAME, groups, at))
+        (self.selection_dir / f"{UPSTREAM_NAME}.{live}").write_text(f"{live}\n")
 
     def start(self) -> None:
         subprocess.run(self.command(), check=True, capture_output=True, timeout=30)
@@ -184,17 +216,22 @@ class NginxInstance:
         return response.headers["X-Slot"]
 
 
-def switch_argv(nginx: NginxInstance, target: Backend, *extra: str) -> list[str]:
+def switch_argv(
+    nginx: NginxInstance, target: Backend, *extra: str, other: Backend | None = None
+) -> list[str]:
     """Arguments of `python -m nocturna_infra.switch` routing `nginx` to a test backend.
 
     Short retries for tests; later `extra` flags override earlier ones (argparse keeps the
-    last value).
+    last value). `other`: the other slot's backend, for a first switch (the upstream file
+    does not define its group yet).
     """
     return [
         "--upstream-file", str(nginx.upstream_file),
         "--upstream-name", UPSTREAM_NAME,
+        "--selection-dir", str(nginx.selection_dir),
         "--slot", target.slot,
         "--server", target.server,
+        *(["--standby", f"{other.slot}={other.server}"] if other else []),
         "--health-url", target.url("/health"),
         "--verify-url", nginx.verify_url("/health"),
         "--nginx-test", nginx.test_command,
