@@ -640,10 +640,6 @@ class Transaction:
             return self._steps()
         except _StepFailedError as failed:
             raise SwitchError(failed.code, failed.reason + self._restore()) from None
-        except (OSError, UnsafeFileError) as error:
-            reason = getattr(error, "strerror", None) or str(error)
-            done = self._restore() if self.touched else "; nothing changed"
-            raise SwitchError(ExitCode.FILESYSTEM, f"cannot write: {reason}{done}") from None
         except Interrupted as interrupted:
             name = signal.Signals(interrupted.signum).name
             done = self._restore() if self.touched else "; nothing changed"
@@ -654,13 +650,18 @@ class Transaction:
         path = opts.upstream_file
         if plan.servers_change:
             self.file_touched = True
-            if plan.old_file is not None:
+            try:
+                if plan.old_file is not None:
+                    safe_files.write_atomic(
+                        Path(f"{path}.prev"), plan.old_file, safe_files.kept_mode(plan.old_mode)
+                    )
                 safe_files.write_atomic(
-                    Path(f"{path}.prev"), plan.old_file, safe_files.kept_mode(plan.old_mode)
+                    path, plan.new_text.encode(), safe_files.kept_mode(plan.old_mode)
                 )
-            safe_files.write_atomic(
-                path, plan.new_text.encode(), safe_files.kept_mode(plan.old_mode)
-            )
+            except OSError as error:
+                self.file_touched = self._file_differs()
+                msg = f"cannot write {path}: {error.strerror}"
+                raise _StepFailedError(ExitCode.FILESYSTEM, msg) from None
             was = _describe_groups(plan.old_groups) if plan.old_groups else "no slot groups"
             step(f"write {path}: {_describe_groups(plan.new_groups)} (was {was})")
             self._test_and_reload()
@@ -670,16 +671,24 @@ class Transaction:
         before = describe(plan.old_markers, plan.slots, opts.fallback_slot)
         if plan.old_markers != want:
             self.selection_touched = True
-            write_markers(opts.selection_dir, opts.upstream_name, plan.slots, want)
+            try:
+                write_markers(opts.selection_dir, opts.upstream_name, plan.slots, want)
+            except (OSError, UnsafeFileError) as error:
+                self.selection_touched = self._selection_differs()
+                reason = getattr(error, "strerror", None) or str(error)
+                msg = f"cannot write the selection in {opts.selection_dir}: {reason}"
+                raise _StepFailedError(ExitCode.FILESYSTEM, msg) from None
             step(f"select {opts.slot} in {opts.selection_dir} (was {before})")
         else:
             step(f"selection: already {before}")
         problem = verify_through_nginx(opts, self.progress)
         if problem is None:
             return self.touched
-        if not self.touched:
-            # Files are right but Nginx is not (e.g. an earlier switch was killed before its
-            # reload): test and reload the files as they are, without rewriting them.
+        if not self.file_touched:
+            # The upstream file is as wanted but Nginx may not have loaded it (an earlier
+            # switch was killed between its write and its reload): test and reload it as it
+            # is, once, before giving up.
+            step(f"{path}: reloading it as it is, in case Nginx never loaded it")
             self._test_and_reload()
             problem = verify_through_nginx(opts, self.progress)
             if problem is None:
@@ -687,6 +696,23 @@ class Transaction:
         raise _StepFailedError(
             ExitCode.VERIFY_FAILED, f"verification through Nginx failed ({problem})"
         )
+
+    def _file_differs(self) -> bool:
+        """After a failed write: did the upstream file change anyway (it is atomic, so
+        normally not)? Unknown counts as changed, so it is restored."""
+        try:
+            now = safe_files.read_file(self.opts.upstream_file)
+        except UnsafeFileError:
+            return True
+        return (now[0] if now else None) != self.plan.old_file
+
+    def _selection_differs(self) -> bool:
+        opts = self.opts
+        try:
+            now = read_markers(opts.selection_dir, opts.upstream_name, self.plan.slots)
+        except UnsafeFileError:
+            return True
+        return now != self.plan.old_markers
 
     def _test_and_reload(self) -> None:
         problem = run_nginx(self.opts.nginx_test)
@@ -729,7 +755,7 @@ class Transaction:
                 except (OSError, UnsafeFileError) as error:
                     step(f"restore {opts.upstream_file}: FAILED ({error})")
                     failed.append(f"RESTORE FAILED ({error}): fix {opts.upstream_file} by hand")
-            if self.reload_started and (self.file_touched or not self.touched):
+            if self.reload_started and self.file_touched:
                 error_line = run_nginx(opts.nginx_reload)
                 step(f"reload with previous file: {error_line or 'ok'}")
                 if error_line:
