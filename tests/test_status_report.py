@@ -299,6 +299,9 @@ def test_json_holds_the_same_facts_and_exit_code() -> None:
         "routedSlots": ["blue"],
         "recordedSlot": "blue",
         "problem": None,
+        "selection": None,
+        "selectionProblem": None,
+        "answeredFrom": None,
     }
     assert data["slots"][1] == {
         "slot": "green",
