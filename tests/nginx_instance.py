@@ -1,10 +1,10 @@
 """A private Nginx running the shipped config, for tests, the benchmark and the rehearsal.
 
-The shipped `nginx/nocturna-chart.conf` is used as is, except for the ports, the upstream
-file path and the selection directory, substituted as exact strings (each must match as often
-as the shipped file has it). A thin wrapper
-`nginx.conf` supplies what a host's own nginx.conf would: pid, logs, temp paths, events, and the
-main-context snippet `nginx/nocturna-main.conf`.
+The shipped `nginx/nocturna-chart.conf` (or the staging site) is used as is, except for the
+ports, the upstream file path and the selection directory, substituted as exact strings (each
+must match as often as the shipped file has it). A thin wrapper `nginx.conf` supplies what a
+host's own nginx.conf would: pid, logs, temp paths, events, and the main-context snippet
+`nginx/nocturna-main.conf`.
 """
 
 from __future__ import annotations
@@ -51,8 +51,39 @@ def _substitute(text: str, old: str, new: str, times: int = 1) -> str:
     return text.replace(old, new)
 
 
+@dataclass(frozen=True)
+class Site:
+    """A shipped site config and the exact strings a test instance replaces in it."""
+
+    conf: Path
+    upstream_name: str
+    listen: str
+    verify_listen: str
+    selection_tests: int
+    """How often the site names the selection directory (0: one slot, nothing to test)."""
+    health_ports: tuple[int, int]
+    """The shipped direct-health ports for the instance's (blue, green) ports."""
+
+    @property
+    def upstream_file(self) -> str:
+        return f"/etc/nginx/upstreams/{self.upstream_name}.conf"
+
+
+PRODUCTION = Site(
+    SITE_CONF, UPSTREAM_NAME, "listen 80 default_server;", "listen 127.0.0.1:8099;", 2, (3014, 3012)
+)
+STAGING = Site(
+    REPO / "nginx" / "nocturna-chart-staging.conf",
+    "nocturna-img-staging",
+    "listen 80;",
+    "listen 127.0.0.1:8098;",
+    0,
+    (3013, 0),
+)
+
+
 def render_site_conf(
-    text: str,
+    site: Site,
     *,
     listen_port: int,
     verify_port: int,
@@ -62,14 +93,19 @@ def render_site_conf(
     green: int,
 ) -> str:
     """The shipped site config with test ports and paths; nothing else changes."""
+    text = site.conf.read_text()
     text = _substitute(
-        text, "listen 80 default_server;", f"listen 127.0.0.1:{listen_port} default_server;"
+        text, site.listen, site.listen.replace("listen 80", f"listen 127.0.0.1:{listen_port}")
     )
-    text = _substitute(text, "listen 127.0.0.1:8099;", f"listen 127.0.0.1:{verify_port};")
-    text = _substitute(text, f"include {DEFAULT_UPSTREAM_FILE};", f"include {upstream_file};")
-    text = _substitute(text, f"{DEFAULT_SELECTION_DIR}/", f"{selection_dir}/", times=2)
-    text = _substitute(text, "127.0.0.1:3014/health", f"127.0.0.1:{blue}/health")
-    return _substitute(text, "127.0.0.1:3012/health", f"127.0.0.1:{green}/health")
+    text = _substitute(text, site.verify_listen, f"listen 127.0.0.1:{verify_port};")
+    text = _substitute(text, f"include {site.upstream_file};", f"include {upstream_file};")
+    text = _substitute(
+        text, f"{DEFAULT_SELECTION_DIR}/", f"{selection_dir}/", times=site.selection_tests
+    )
+    for shipped, port in zip(site.health_ports, (blue, green), strict=True):
+        if shipped:
+            text = _substitute(text, f"127.0.0.1:{shipped}/health", f"127.0.0.1:{port}/health")
+    return text
 
 
 def render_wrapper_conf(prefix: Path) -> str:
@@ -106,6 +142,7 @@ class NginxInstance:
     green_port: int
     listen_port: int = field(default_factory=free_port)
     verify_port: int = field(default_factory=free_port)
+    site: Site = PRODUCTION
 
     @property
     def conf(self) -> Path:
@@ -117,7 +154,7 @@ class NginxInstance:
 
     @property
     def upstream_file(self) -> Path:
-        return self.prefix / "upstreams" / f"{UPSTREAM_NAME}.conf"
+        return self.prefix / "upstreams" / f"{self.site.upstream_name}.conf"
 
     @property
     def selection_dir(self) -> Path:
@@ -153,7 +190,7 @@ class NginxInstance:
         os.chown(self.selection_dir, 0, grp.getgrnam(WORKER_GROUP).gr_gid)
         self.extra_conf.write_text("# the operator's other http-context config\n")
         site = render_site_conf(
-            SITE_CONF.read_text(),
+            self.site,
             listen_port=self.listen_port,
             verify_port=self.verify_port,
             upstream_file=self.upstream_file,
@@ -167,8 +204,8 @@ class NginxInstance:
     def write_routing(self, live: str, servers: dict[str, str], at: datetime) -> None:
         """The upstream file and selection as an earlier switch to `live` left them."""
         groups = {slot: [server] for slot, server in servers.items()}
-        self.upstream_file.write_text(render_upstreams(UPSTREAM_NAME, groups, at))
-        (self.selection_dir / f"{UPSTREAM_NAME}.{live}").write_text(f"{live}\n")
+        self.upstream_file.write_text(render_upstreams(self.site.upstream_name, groups, at))
+        (self.selection_dir / f"{self.site.upstream_name}.{live}").write_text(f"{live}\n")
 
     def start(self) -> None:
         subprocess.run(self.command(), check=True, capture_output=True, timeout=30)
@@ -227,7 +264,7 @@ def switch_argv(
     """
     return [
         "--upstream-file", str(nginx.upstream_file),
-        "--upstream-name", UPSTREAM_NAME,
+        "--upstream-name", nginx.site.upstream_name,
         "--selection-dir", str(nginx.selection_dir),
         "--slot", target.slot,
         "--server", target.server,

@@ -28,8 +28,9 @@ import requests
 
 from nocturna_infra import switch as switch_module
 from nocturna_infra.switch import ExitCode, UsageError, backoff, main, parse_options
+from nocturna_infra.upstream import render_upstream
 from tests.backends import Backend
-from tests.nginx_instance import NginxInstance, switch_argv
+from tests.nginx_instance import UPSTREAM_NAME, NginxInstance, switch_argv
 
 pytestmark = pytest.mark.nginx
 
@@ -1148,3 +1149,65 @@ def test_client_supplied_forwarding_headers_are_replaced(nginx, blue) -> None:
         )
 
     assert blue.last_forwarded == ("127.0.0.1", "127.0.0.1")
+
+
+# --- moving a host from the reload-based single group to the selection ----------------------
+
+
+def test_migration_from_the_single_group_include_takes_one_reload_then_none(
+    prefix, blue, green, tmp_path
+) -> None:
+    """docs/operations.md, "Moving a host to the no-reload switch", with traffic flowing."""
+    nginx = NginxInstance(prefix, blue.port, green.port)
+    nginx.write_config()
+    site = prefix / "nocturna-chart.conf"
+    new_site = site.read_text()
+    old_site = re.sub(r"\n    open_file_cache off;\n    set .*?\n(    if .*?\n.*?\n    }\n)?", "\n",
+                      new_site, flags=re.DOTALL)  # fmt: skip
+    old_site = old_site.replace("$nocturna_production_live", UPSTREAM_NAME)
+    assert "if (-f" not in old_site and f"proxy_pass http://{UPSTREAM_NAME};" in old_site
+    site.write_text(old_site)
+    nginx.upstream_file.write_text(render_upstream(UPSTREAM_NAME, "blue", [blue.server], BEFORE))
+    nginx.start()
+    reloads = tmp_path / "reloads.log"
+    stop = threading.Event()
+    answers: list[str] = []
+
+    def client() -> None:
+        with requests.Session() as session:
+            session.trust_env = False
+            while not stop.is_set():
+                try:
+                    response = session.get(
+                        nginx.url("/"), timeout=5, headers={"Connection": "close"}
+                    )
+                    answers.append(response.headers.get("X-Slot", str(response.status_code)))
+                except requests.RequestException as error:
+                    answers.append(repr(error))
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        # Step 2: new upstream file and selection for the live slot, no reload.
+        prepare = ["--nginx-test", "true", "--nginx-reload", call_recorder(reloads, 0)]
+        assert main(switch_argv(nginx, blue, *prepare, other=green), now=lambda: NOW) == 0
+        assert calls(reloads) == 1  # the recorder stands for `true`: nothing was reloaded
+        reloads.unlink()
+        # Step 3: the new site config and the one reload.
+        site.write_text(new_site)
+        subprocess.run(nginx.command("-t", "-q"), check=True, capture_output=True)
+        subprocess.run(nginx.command("-s", "reload"), check=True, capture_output=True)
+        assert served_eventually(nginx, "blue") == "blue"
+        # Step 4 and after: switches never reload.
+        for target in (blue, green, blue, green):
+            argv = switch_argv(nginx, target, "--nginx-reload", call_recorder(reloads, 0))
+            assert main(argv, now=lambda: NOW) == ExitCode.OK
+            assert nginx.slot_served() == target.slot
+    finally:
+        stop.set()
+        thread.join(timeout=15)
+        nginx.stop()
+
+    assert calls(reloads) == 0
+    assert set(answers) == {"blue", "green"}, sorted(set(answers))
+    assert state(nginx) == (both_groups(blue.server, green.server).encode(), GREEN_SELECTED)
