@@ -69,7 +69,8 @@ class Tracer:
     port: int
     keepalive: bool
     count: int = 2
-    answers: list[tuple[float, str]] = field(default_factory=list)
+    answers: list[tuple[float, float, str]] = field(default_factory=list)
+    """(sent, answered, backend) per request."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -94,7 +95,8 @@ class Tracer:
                 connection.request("GET", "/trace", headers=headers)
                 response = connection.getresponse()
                 response.read()
-                self.answers.append((sent, response.getheader("X-Slot", "?")))
+                slot = response.getheader("X-Slot", "?")
+                self.answers.append((sent, time.monotonic(), slot))
                 if not self.keepalive or response.will_close:
                     connection.close()
                     connection = None
@@ -127,17 +129,20 @@ class Result:
     first_on_new: int
 
 
-def old_slot_answers(answers: list[tuple[float, str]], switches: list[Switch]) -> tuple[int, int]:
-    """Answers from the previous slot to requests sent after a switch returned (until the next
-    switch started), and how many switches had their first such request on the new slot."""
+def old_slot_answers(
+    answers: list[tuple[float, float, str]], switches: list[Switch]
+) -> tuple[int, int]:
+    """Answers from the previous slot to requests sent after a switch returned and answered
+    before the next switch started (later answers may rightly come from the next target), and
+    how many switches had their first such request answered by the new slot."""
     old = first_on_new = 0
     for index, done in enumerate(switches):
         if done.code != 0:
             continue
         until = switches[index + 1].started if index + 1 < len(switches) else float("inf")
-        after = sorted(a for a in answers if done.returned < a[0] < until)
-        old += sum(1 for _, slot in after if slot != done.target)
-        first_on_new += bool(after) and after[0][1] == done.target
+        after = sorted(a for a in answers if done.returned < a[0] and a[1] < until)
+        old += sum(1 for _, _, slot in after if slot != done.target)
+        first_on_new += bool(after) and after[0][2] == done.target
     return old, first_on_new
 
 

@@ -185,7 +185,7 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "upstreamFile",
         "string",
         "/etc/nginx/upstreams/nocturna-img-production.conf",
-        "Nginx upstream file the switch owns and rewrites.",
+        "Nginx upstream file the switch owns: one group per slot, rewritten when servers change.",
     ),
     ConfigKey(
         "upstreamName",
@@ -209,7 +209,7 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "string",
         "http://127.0.0.1:8099/health",
         "URL on Nginx's loopback verification server (nginx/nocturna-chart.conf) that proves, "
-        "after the reload, that Nginx reaches the new slot. Empty: skip.",
+        "after each switch, that Nginx reaches the new slot. Empty: skip.",
     ),
     ConfigKey(
         "smokePath",
