@@ -111,12 +111,15 @@ class SignalGuard:
 
     def __init__(self) -> None:
         self.restoring = False
+        self.raised = False
         self.deferred: list[int] = []
 
     def handle(self, signum: int, _frame: object) -> None:
-        if self.restoring:
+        # Only the first signal interrupts: later ones would land in the restore it starts.
+        if self.restoring or self.raised:
             self.deferred.append(signum)
             return
+        self.raised = True
         raise Interrupted(signum)
 
     @contextmanager
@@ -639,6 +642,7 @@ class Transaction:
         try:
             return self._steps()
         except _StepFailedError as failed:
+            self.guard.restoring = True  # from here on a signal cannot cut the restore short
             raise SwitchError(failed.code, failed.reason + self._restore()) from None
         except Interrupted as interrupted:
             name = signal.Signals(interrupted.signum).name
