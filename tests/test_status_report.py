@@ -362,6 +362,14 @@ def test_the_example_in_docs_operations_is_real_output() -> None:
             health="unhealthy",
         ),
     )
-    text = render_status(replace(HEALTHY, slots=(blue, green), checked_at=checked))
+    selected = Routing(
+        UPSTREAM,
+        "nocturna-img-production",
+        UpstreamState("nocturna-img-production-blue", "blue", ("127.0.0.1:3014",)),
+        selection="blue",
+        answered="127.0.0.1:3014",
+    )
+    report = replace(HEALTHY, slots=(blue, green), checked_at=checked, routing=selected)
+    text = render_status(report)
     doc = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
     assert f"```\n{text}```\n" in doc
