@@ -32,13 +32,13 @@ def temp_prefix(path: Path) -> str:
     return f".{path.name}.tmp."
 
 
-def check_directory(directory: Path) -> None:
+def check_directory(directory: Path, install: str = "install -d -m 755") -> None:
     """Refuse a directory another user could write to: owned by someone other than root or
     us, or group/world-writable (sticky or not). Missing: say so and how to create it."""
     try:
         info = os.stat(directory)
     except FileNotFoundError:
-        msg = f"{directory}: no such directory; create it with `install -d -m 755 {directory}`"
+        msg = f"{directory}: no such directory; create it with `{install} {directory}`"
         raise UnsafeFileError(msg) from None
     except OSError as error:
         msg = f"{directory}: cannot be checked ({error.strerror})"

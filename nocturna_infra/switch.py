@@ -582,8 +582,9 @@ class Plan:
 
 def make_plan(opts: SwitchOptions, now: datetime) -> Plan:
     """Read the upstream file and the selection; refuse what cannot be switched safely."""
-    for directory in (opts.upstream_file.parent, opts.selection_dir):
-        safe_files.check_directory(directory)
+    safe_files.check_directory(opts.upstream_file.parent)
+    # Searchable by the Nginx workers' group only (www-data on Debian; see docs/switch.md).
+    safe_files.check_directory(opts.selection_dir, "install -d -o root -g www-data -m 0750")
     old = safe_files.read_file(opts.upstream_file)
     old_groups: dict[str, tuple[str, ...]] = {}
     if old is not None:

@@ -542,6 +542,21 @@ def test_upstream_directory_not_writable_on_a_server_change_exits_8(
     assert nginx.slot_served() == "blue"
 
 
+def test_missing_selection_directory_exits_8_saying_how_to_create_it(nginx, green, capsys) -> None:
+    before = nginx.upstream_file.read_bytes()
+    shutil.rmtree(nginx.selection_dir)
+
+    code = main(switch_argv(nginx, green), now=lambda: NOW)
+
+    assert code == ExitCode.FILESYSTEM
+    assert capsys.readouterr().err == (
+        f"switch: {nginx.selection_dir}: no such directory; create it with "
+        f"`install -d -o root -g www-data -m 0750 {nginx.selection_dir}`; nothing changed\n"
+    )
+    assert nginx.upstream_file.read_bytes() == before
+    assert nginx.slot_served() == "blue"
+
+
 def test_upstream_directory_that_is_a_file_exits_8(nginx, green, tmp_path, capsys) -> None:
     not_a_dir = tmp_path / "upstreams"
     not_a_dir.write_text("a file where a directory should be\n")
