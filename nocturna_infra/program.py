@@ -25,12 +25,12 @@ from nocturna_infra.deployment import (
 from nocturna_infra.image import ServiceImage, ServiceImageArgs
 from nocturna_infra.network import ServiceNetwork, ServiceNetworkArgs
 from nocturna_infra.router import Router, RouterArgs
-from nocturna_infra.safe_files import UnsafeFileError
-from nocturna_infra.selection import nginx_choice, read_markers
 from nocturna_infra.settings import PROJECT, ConfigError, Environment, Settings
 from nocturna_infra.slot import Slot
 from nocturna_infra.slot_container import SlotContainer, SlotContainerArgs
-from nocturna_infra.upstream import UpstreamParseError, parse_upstream
+from nocturna_infra.traffic.safe_files import UnsafeFileError
+from nocturna_infra.traffic.selection import nginx_choice, read_markers
+from nocturna_infra.traffic.upstream import UpstreamParseError, parse_upstream
 
 # The container argument that comes from the build rather than from settings.
 IMAGE_KEY: Final = "image"

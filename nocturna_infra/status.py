@@ -30,9 +30,6 @@ import yaml
 
 from nocturna_infra import render
 from nocturna_infra.cli import RaisingArgumentParser, UsageError
-from nocturna_infra.probe import Check, last_upstream, run_check
-from nocturna_infra.safe_files import UnsafeFileError
-from nocturna_infra.selection import describe, nginx_choice, read_markers
 from nocturna_infra.settings import ConfigError, Environment, Settings, parse_settings
 from nocturna_infra.settings import read_stack_file as _read_stack_file
 from nocturna_infra.slot import Slot
@@ -49,7 +46,10 @@ from nocturna_infra.status_report import (
     render_status,
     status_json,
 )
-from nocturna_infra.upstream import (
+from nocturna_infra.traffic.probe import Check, last_upstream, run_check
+from nocturna_infra.traffic.safe_files import UnsafeFileError
+from nocturna_infra.traffic.selection import describe, nginx_choice, read_markers
+from nocturna_infra.traffic.upstream import (
     UpstreamParseError,
     UpstreamState,
     group_name,

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from nocturna_infra.settings import Environment
 from nocturna_infra.slot import Slot
-from nocturna_infra.upstream import UpstreamState
+from nocturna_infra.traffic.upstream import UpstreamState
 
 MISSING: Final = "missing"
 """Container state when Docker has no container of that name."""

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
-from nocturna_infra.upstream import render_upstreams
+from nocturna_infra.traffic.upstream import render_upstreams
 
 if TYPE_CHECKING:
     from tests.backends import Backend

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nocturna_infra.upstream import render_upstreams
+from nocturna_infra.traffic.upstream import render_upstreams
 from tests.nginx_instance import DEFAULT_SELECTION_DIR, MAIN_CONF, NGINX, REPO
 
 pytestmark = pytest.mark.nginx

@@ -30,7 +30,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 from nocturna_infra.program import DriftError
 from nocturna_infra.settings import ConfigError
-from nocturna_infra.upstream import render_upstream
+from nocturna_infra.traffic.upstream import render_upstream
 
 BLUE = "nocturna-chart-blue-container"
 GREEN = "nocturna-chart-green-container"

@@ -34,7 +34,7 @@ from nocturna_infra.status import (
     read_routing,
 )
 from nocturna_infra.status_report import ContainerFacts, SlotStatus, StatusReport, assess
-from nocturna_infra.upstream import UpstreamState, render_upstream, render_upstreams
+from nocturna_infra.traffic.upstream import UpstreamState, render_upstream, render_upstreams
 from tests import docker_host
 from tests.backends import Backend
 from tests.docker_host import REPO_ROOT

@@ -23,7 +23,7 @@ from nocturna_infra.status_report import (
     short_id,
     status_data,
 )
-from nocturna_infra.upstream import UpstreamState
+from nocturna_infra.traffic.upstream import UpstreamState
 
 NOW = datetime(2026, 11, 26, 21, 0, 0, tzinfo=UTC)
 UPSTREAM = "/etc/nginx/upstreams/nocturna-img-production.conf"

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from nocturna_infra.upstream import (
+from nocturna_infra.traffic.upstream import (
     UpstreamParseError,
     UpstreamState,
     parse_upstream,

@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from nocturna_infra import switch as switch_module
-from nocturna_infra.switch import ExitCode, UsageError, backoff, main, parse_options
-from nocturna_infra.upstream import render_upstream
+from nocturna_infra.traffic import switch as switch_module
+from nocturna_infra.traffic.switch import ExitCode, UsageError, backoff, main, parse_options
+from nocturna_infra.traffic.upstream import render_upstream
 from tests.backends import Backend
 from tests.nginx_instance import UPSTREAM_NAME, NginxInstance, switch_argv
 
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.nginx
 
 BEFORE = datetime(2026, 11, 26, 9, 0, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 26, 20, 40, 5, tzinfo=UTC)
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

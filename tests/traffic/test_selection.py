@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nocturna_infra.safe_files import UnsafeFileError
-from nocturna_infra.selection import describe, nginx_choice, read_markers, write_markers
+from nocturna_infra.traffic.safe_files import UnsafeFileError
+from nocturna_infra.traffic.selection import describe, nginx_choice, read_markers, write_markers
 
 SLOTS = ["blue", "green"]
 

@@ -17,7 +17,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from nocturna_infra.safe_files import DEFAULT_MODE, UnsafeFileError, exists, write_atomic
+from nocturna_infra.traffic.safe_files import DEFAULT_MODE, UnsafeFileError, exists, write_atomic
 
 
 def marker(directory: Path, name: str, slot: str) -> Path:
