@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
+from collections.abc import Mapping
 from typing import Any, Final
 
 from nocturna_infra.settings import Settings
@@ -135,10 +136,12 @@ def image_build_args(settings: Settings, extra_ca_certs: str) -> dict[str, str]:
     }
 
 
-def switch_argv(settings: Settings, slot: Slot, port: int) -> list[str]:
-    """argv of the health-gated switch that routes Nginx to `slot` on host `port`."""
+def switch_argv(settings: Settings, slot: Slot, ports: Mapping[Slot, int]) -> list[str]:
+    """argv of the health-gated switch that makes `slot` live; `ports` holds the host port of
+    every slot, so the upstream file defines each slot's group (the first slot is the site's
+    fallback)."""
     router = settings.router
-    server = slot_server(settings.bind_address, port)
+    server = slot_server(settings.bind_address, ports[slot])
     argv = [
         router.python,
         "-m",
@@ -149,11 +152,20 @@ def switch_argv(settings: Settings, slot: Slot, port: int) -> list[str]:
         router.upstream_file,
         "--upstream-name",
         router.upstream_name,
+        "--selection-dir",
+        router.selection_dir,
+        "--fallback-slot",
+        settings.slots[0].value,
         "--server",
         server,
-        "--health-url",
-        f"http://{server}{settings.health.path}",
     ]
+    for other in settings.slots:
+        if other is not slot:
+            argv += [
+                "--standby",
+                f"{other.value}={slot_server(settings.bind_address, ports[other])}",
+            ]
+    argv += ["--health-url", f"http://{server}{settings.health.path}"]
     if settings.health.expected_text:
         argv += ["--health-contains", settings.health.expected_text]
     if router.smoke_path:
@@ -175,6 +187,6 @@ def switch_argv(settings: Settings, slot: Slot, port: int) -> list[str]:
     return argv
 
 
-def switch_command(settings: Settings, slot: Slot, port: int) -> str:
+def switch_command(settings: Settings, slot: Slot, ports: Mapping[Slot, int]) -> str:
     """The switch as one shell-safe command line, for the router's `create`."""
-    return shlex.join(switch_argv(settings, slot, port))
+    return shlex.join(switch_argv(settings, slot, ports))

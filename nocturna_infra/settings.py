@@ -185,13 +185,20 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "upstreamFile",
         "string",
         "/etc/nginx/upstreams/nocturna-img-production.conf",
-        "Nginx upstream file the switch owns and rewrites.",
+        "Nginx upstream file the switch owns: one group per slot, rewritten when servers change.",
     ),
     ConfigKey(
         "upstreamName",
         "string",
         "nocturna-img-production",
         "Name of the Nginx upstream block in upstreamFile.",
+    ),
+    ConfigKey(
+        "selectionDir",
+        "string",
+        "/var/lib/nocturna/switch",
+        "Root-owned directory of the selection files the site config tests to pick the live "
+        "slot (<upstreamName>.<slot>); must match the path in the shipped Nginx site.",
     ),
     ConfigKey(
         "nginxTestCommand", "string", "nginx -t", "Command that validates the Nginx configuration."
@@ -202,7 +209,7 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "string",
         "http://127.0.0.1:8099/health",
         "URL on Nginx's loopback verification server (nginx/nocturna-chart.conf) that proves, "
-        "after the reload, that Nginx reaches the new slot. Empty: skip.",
+        "after each switch, that Nginx reaches the new slot. Empty: skip.",
     ),
     ConfigKey(
         "smokePath",
@@ -291,6 +298,7 @@ class ResourceLimits:
 class RouterSettings:
     upstream_file: str
     upstream_name: str
+    selection_dir: str
     nginx_test_command: str
     nginx_reload_command: str
     verify_url: str
@@ -650,6 +658,15 @@ def _router(read: _Reader) -> RouterSettings:
     smoke_path = read.string("smokePath")
     if smoke_path and not URL_PATH_PATTERN.fullmatch(smoke_path):
         read.fail("smokePath", "must be empty or a URL path starting with /", smoke_path)
+    selection_dir = read.string("selectionDir")
+    if not re.fullmatch(
+        r"/[A-Za-z0-9._/-]*[A-Za-z0-9._-]", selection_dir
+    ) or ".." in selection_dir.split("/"):
+        read.fail(
+            "selectionDir",
+            "must be an absolute directory path without '..' (letters, digits, '.', '_', '-')",
+            selection_dir,
+        )
     python = read.string("routerPython")
     if not re.fullmatch(r"[A-Za-z0-9._/+-]+", python):
         read.fail("routerPython", "must be a path to a Python interpreter", python)
@@ -658,6 +675,7 @@ def _router(read: _Reader) -> RouterSettings:
         upstream_name=read.matching(
             "upstreamName", UPSTREAM_NAME_PATTERN, "letters, digits, '.', '_' or '-'"
         ),
+        selection_dir=selection_dir,
         nginx_test_command=commands["nginxTestCommand"],
         nginx_reload_command=commands["nginxReloadCommand"],
         verify_url=verify_url,

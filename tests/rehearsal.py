@@ -51,7 +51,7 @@ from nocturna_infra import program
 from tests import docker_host, harness
 from tests.harness import MockedRun, stack_reference_state, unsecret
 from tests.load import SlowClients, WrkLoad
-from tests.nginx_instance import UPSTREAM_NAME, NginxInstance
+from tests.nginx_instance import STAGING, NginxInstance
 
 REPO: Final = Path(__file__).resolve().parent.parent
 DOCKER_SOCKET: Final = "/var/run/docker.sock"
@@ -448,8 +448,11 @@ def switch_seconds(text: str) -> float | None:
 
 @contextmanager
 def under_load(nginx: NginxInstance, workdir: Path) -> Iterator[dict[str, Any]]:
-    """wrk plus 2-second requests through Nginx for the duration of the block."""
-    wrk = WrkLoad(nginx.url("/"), workdir)
+    """Keep-alive wrk load plus 2-second requests through Nginx for the duration of the block.
+
+    Keep-alive clients that never retry are the strict case: a reload closing their idle
+    connections would show as failed requests."""
+    wrk = WrkLoad(nginx.url("/"), workdir, keepalive=True)
     slow = SlowClients(nginx.url("/slow?ms=2000"), count=4)
     figures: dict[str, Any] = {}
     wrk.start()
@@ -472,7 +475,11 @@ class Rehearsal:
         self.service = workdir / "service"
         shutil.copytree(docker_host.FIXTURE_SERVICE, self.service)
         set_release(self.service, "1.0.0")
-        self.nginx = NginxInstance(workdir / "nginx", blue_port=3014, green_port=3012)
+        # Nginx's workers (nobody) must reach the selection files, as www-data does on a host:
+        # not under `workdir`, whose parents may be root-only (pytest's tmp_path).
+        self.nginx_root = Path(tempfile.mkdtemp(prefix="nocturna-rehearsal-nginx-"))
+        self.nginx_root.chmod(0o755)
+        self.nginx = NginxInstance(self.nginx_root / "production", blue_port=3014, green_port=3012)
         self.production = Backend()
         self.staging = Backend()
         self.results: list[StepResult] = []
@@ -495,7 +502,8 @@ class Rehearsal:
             "healthStartPeriodSeconds": "4",
             "stopTimeoutSeconds": "35",
             "upstreamFile": str(nginx.upstream_file),
-            "upstreamName": UPSTREAM_NAME,
+            "upstreamName": nginx.site.upstream_name,
+            "selectionDir": str(nginx.selection_dir),
             "nginxTestCommand": nginx.test_command,
             "nginxReloadCommand": nginx.reload_command,
             "verifyUrl": nginx.verify_url("/health"),
@@ -567,6 +575,7 @@ class Rehearsal:
                 self._staging()
         finally:
             self.cleanup()
+            shutil.rmtree(self.nginx_root, ignore_errors=True)
         return self.results
 
     def _up(self, **overrides: str) -> UpResult:
@@ -654,7 +663,9 @@ class Rehearsal:
     def _staging(self) -> None:
         # 6. Staging: one container on 3013, routed after its probe passes.
         set_release(self.service, "1.0.0")
-        nginx = NginxInstance(self.workdir / "nginx-staging", blue_port=3013, green_port=3012)
+        nginx = NginxInstance(
+            self.nginx_root / "staging", blue_port=3013, green_port=0, site=STAGING
+        )
         start_without_site(nginx)
         config = self.config(
             nginx,

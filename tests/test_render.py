@@ -124,11 +124,15 @@ def test_container_arguments_never_carry_the_api_key(project: Path) -> None:
     assert not [env for env in args["envs"] if env.startswith("API_KEY=")]
 
 
+PORTS = {Slot.BLUE: 3014, Slot.GREEN: 3012}
+
+
 def test_switch_command_routes_to_the_slot_port(project: Path) -> None:
-    assert render.switch_command(settings_for(project), Slot.GREEN, 3012) == (
+    assert render.switch_command(settings_for(project), Slot.GREEN, PORTS) == (
         "venv/bin/python -m nocturna_infra.switch --slot green"
         " --upstream-file /etc/nginx/upstreams/nocturna-img-production.conf"
-        " --upstream-name nocturna-img-production --server 127.0.0.1:3012"
+        " --upstream-name nocturna-img-production --selection-dir /var/lib/nocturna/switch"
+        " --fallback-slot blue --server 127.0.0.1:3012 --standby blue=127.0.0.1:3014"
         ' --health-url http://127.0.0.1:3012/health --health-contains \'"status":"healthy"\''
         " --verify-url http://127.0.0.1:8099/health --attempts 30 --interval 2 --timeout 5"
         " --nginx-test 'nginx -t' --nginx-reload 'nginx -s reload'"
@@ -141,13 +145,17 @@ def test_switch_command_adds_smoke_and_verification_when_configured(project: Pat
         smokePath="/api/v1/ping",
         verifyUrl="http://127.0.0.1:8099/nocturna-verify",
         nginxReloadCommand="systemctl reload nginx",
+        selectionDir="/run/nocturna",
     )
 
-    assert render.switch_argv(settings, Slot.BLUE, 3014) == [
+    assert render.switch_argv(settings, Slot.BLUE, PORTS) == [
         "venv/bin/python", "-m", "nocturna_infra.switch", "--slot", "blue",
         "--upstream-file", "/etc/nginx/upstreams/nocturna-img-production.conf",
         "--upstream-name", "nocturna-img-production",
+        "--selection-dir", "/run/nocturna",
+        "--fallback-slot", "blue",
         "--server", "127.0.0.1:3014",
+        "--standby", "green=127.0.0.1:3012",
         "--health-url", "http://127.0.0.1:3014/health",
         "--health-contains", '"status":"healthy"',
         "--smoke-url", "http://127.0.0.1:3014/api/v1/ping",
@@ -159,12 +167,13 @@ def test_switch_command_adds_smoke_and_verification_when_configured(project: Pat
 
 
 def test_switch_command_can_skip_text_check_and_verification(project: Path) -> None:
-    settings = settings_for(project, healthContains="", verifyUrl="")
+    settings = settings_for(project, environment="staging", healthContains="", verifyUrl="")
 
-    assert render.switch_command(settings, Slot.STAGING, 3013) == (
+    assert render.switch_command(settings, Slot.STAGING, {Slot.STAGING: 3013}) == (
         "venv/bin/python -m nocturna_infra.switch --slot staging"
         " --upstream-file /etc/nginx/upstreams/nocturna-img-production.conf"
-        " --upstream-name nocturna-img-production --server 127.0.0.1:3013"
+        " --upstream-name nocturna-img-production --selection-dir /var/lib/nocturna/switch"
+        " --fallback-slot staging --server 127.0.0.1:3013"
         " --health-url http://127.0.0.1:3013/health --attempts 30 --interval 2 --timeout 5"
         " --nginx-test 'nginx -t' --nginx-reload 'nginx -s reload'"
     )

@@ -198,6 +198,24 @@ def test_every_declared_key_has_a_default_or_is_secret() -> None:
             id="upstream-file",
         ),
         pytest.param(
+            {"selectionDir": "var/lib/nocturna"},
+            "nocturna-infra:selectionDir: must be an absolute directory path without '..' "
+            "(letters, digits, '.', '_', '-'); got 'var/lib/nocturna'.",
+            id="selection-dir-relative",
+        ),
+        pytest.param(
+            {"selectionDir": "/var/lib/../tmp"},
+            "nocturna-infra:selectionDir: must be an absolute directory path without '..' "
+            "(letters, digits, '.', '_', '-'); got '/var/lib/../tmp'.",
+            id="selection-dir-dotdot",
+        ),
+        pytest.param(
+            {"selectionDir": "/"},
+            "nocturna-infra:selectionDir: must be an absolute directory path without '..' "
+            "(letters, digits, '.', '_', '-'); got '/'.",
+            id="selection-dir-root",
+        ),
+        pytest.param(
             {"upstreamName": "nocturna img"},
             "nocturna-infra:upstreamName: must be letters, digits, '.', '_' or '-'; "
             "got 'nocturna img'.",
