@@ -75,13 +75,31 @@ def cpus_form(text: str) -> str | None:
 
 def go_duration(seconds: int) -> str:
     """Go's `time.Duration.String()` for whole seconds: 0 -> "0s", 90 -> "1m30s"."""
-    if seconds < 0:
-        msg = f"negative duration {seconds}"
+    return go_duration_ns(seconds * NANO)
+
+
+def go_duration_ns(nanoseconds: int) -> str:
+    """Go's `time.Duration.String()` (src/time/time.go, `Duration.format`) for ns >= 0."""
+    if nanoseconds < 0:
+        msg = f"negative duration {nanoseconds}"
         raise ValueError(msg)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
+    if nanoseconds == 0:
+        return "0s"
+    if nanoseconds < NANO:
+        for limit, precision, unit in ((10**3, 0, "ns"), (10**6, 3, "µs"), (NANO, 6, "ms")):
+            if nanoseconds < limit:
+                return f"{_go_frac(nanoseconds, precision)}{unit}"
+    text = f"{_go_frac(nanoseconds % (60 * NANO), 9)}s"
+    minutes = nanoseconds // (60 * NANO)
     if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
+        text = f"{minutes % 60}m{text}"
+        if minutes // 60:
+            text = f"{minutes // 60}h{text}"
+    return text
+
+
+def _go_frac(value: int, precision: int) -> str:
+    """`fmtFrac` + `fmtInt`: value / 10**precision without trailing zeros or a bare point."""
+    whole, fraction = divmod(value, 10**precision)
+    digits = str(fraction).rjust(precision, "0").rstrip("0") if precision else ""
+    return f"{whole}.{digits}" if digits else str(whole)

@@ -5,6 +5,7 @@ import pytest
 from nocturna_infra.provider_form import (
     cpus_form,
     go_duration,
+    go_duration_ns,
     nano_cpus_read_back,
     parse_cpus,
 )
@@ -58,3 +59,12 @@ def test_cpus_form_is_the_read_back_text_or_none_when_the_value_changes(
 )  # fmt: skip
 def test_go_duration_matches_time_duration_string(seconds: int, text: str) -> None:
     assert go_duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("nanoseconds", "text"),
+    [(0, "0s"), (1, "1ns"), (1500, "1.5µs"), (10**6, "1ms"), (1_200_000, "1.2ms"),
+     (1_500_000_000, "1.5s"), (61_000_000_001, "1m1.000000001s"), (3_600_000_000_000, "1h0m0s")],
+)  # fmt: skip
+def test_go_duration_ns_matches_time_duration_string(nanoseconds: int, text: str) -> None:
+    assert go_duration_ns(nanoseconds) == text
