@@ -22,11 +22,11 @@ HEALTHCHECK_SCRIPT: Final = (
     "require('http').get({{host:'127.0.0.1',port:{port},path:process.argv[1]}},"
     "r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1))"
 )
-# The json-file driver's options and the generic `mode`, each given, so the daemon's
-# daemon.json `log-opts` cannot add any: the daemon merges only options a container leaves
-# unset, and the provider would read the merged set back (log_opts replaces on change).
-# `max-buffer-size` cannot be given in blocking mode; a daemon.json that sets it makes the
-# create fail loudly (README, "Docker daemon log options").
+# Every option the daemon could merge in, given: the json-file driver's, the generic `mode`
+# and the dual-logging `cache-*` ones (inert for json-file, which reads its own files). The
+# daemon adds daemon.json `log-opts` only where a container leaves an option unset, and the
+# provider reads the merged map back (log_opts replaces on change). `max-buffer-size` cannot
+# be given in blocking mode: a daemon.json that sets it makes the create fail loudly.
 LOG_OPTS_FIXED: Final = {
     "compress": "false",
     "mode": "blocking",
@@ -35,6 +35,10 @@ LOG_OPTS_FIXED: Final = {
     "labels-regex": "^com\\.nocturna\\.slot$",
     "env": "DEPLOYMENT_SLOT",
     "env-regex": "^DEPLOYMENT_SLOT$",
+    "cache-disabled": "true",
+    "cache-max-size": "20m",
+    "cache-max-file": "5",
+    "cache-compress": "true",
 }
 # Tmpfs options: nothing in the service executes from its writable paths.
 TMPFS_OPTIONS: Final = "rw,nosuid,nodev,noexec"

@@ -10,8 +10,17 @@ create), read back with the provider's mapping (tests/provider_readback.py) and 
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import time
 import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -21,7 +30,7 @@ from nocturna_infra.settings import Settings, parse_settings
 from nocturna_infra.slot import Slot
 from nocturna_infra.slot_container import SlotContainer, SlotContainerArgs
 from tests import docker_host, harness
-from tests.engine_api import create_container, engine
+from tests.engine_api import container_create_body, create_container, engine
 from tests.provider_readback import (
     NOT_READ_BACK,
     READ_FIELDS,
@@ -220,3 +229,118 @@ def test_raising_memory_in_place_reads_back_as_the_new_declaration(
     expected = declared(after)
 
     assert differences(expected, read_back(updated, expected)) == {}
+
+
+# --- A daemon whose daemon.json sets log options --------------------------------------------
+
+DAEMON_LOG_OPTS = {
+    "max-size": "1m",
+    "max-file": "9",
+    "compress": "true",
+    "tag": "{{.ImageName}}",
+    "labels": "team",
+    "labels-regex": "^team$",
+    "env": "PATH",
+    "env-regex": "^P",
+    "mode": "non-blocking",
+    "cache-disabled": "true",
+    "cache-max-size": "5m",
+    "cache-max-file": "2",
+    "cache-compress": "false",
+}
+
+
+@dataclass(frozen=True)
+class SecondDaemon:
+    socket: str
+
+    def docker(self, *args: str, stdin: bytes | None = None) -> str:
+        done = subprocess.run(
+            [docker_host.DOCKER, "-H", f"unix://{self.socket}", *args],
+            input=stdin, capture_output=True, timeout=120, check=True,
+        )  # fmt: skip
+        return done.stdout.decode().strip()
+
+
+@pytest.fixture(scope="module")
+def daemon_with_log_opts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecondDaemon]:
+    """A private dockerd (own socket, data/exec roots, no bridge, no iptables) whose
+    daemon.json sets every kind of log option."""
+    if shutil.which("dockerd") is None or os.geteuid() != 0:
+        pytest.skip("needs dockerd and root to start a second daemon")
+    root = tmp_path_factory.mktemp("dockerd")
+    config = root / "daemon.json"
+    config.write_text(json.dumps({"log-driver": "json-file", "log-opts": DAEMON_LOG_OPTS}))
+    daemon = SecondDaemon(str(root / "docker.sock"))
+    with (root / "dockerd.log").open("wb") as log:
+        process = subprocess.Popen(
+            ["dockerd", "--host", f"unix://{daemon.socket}", "--data-root", str(root / "data"),
+             "--exec-root", str(root / "exec"), "--pidfile", str(root / "docker.pid"),
+             "--bridge", "none", "--iptables=false", "--ip-masq=false",
+             "--config-file", str(config)],
+            stdout=log, stderr=log,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not os.path.exists(daemon.socket):
+            time.sleep(0.2)
+        while time.monotonic() < deadline:
+            with contextlib.suppress(subprocess.CalledProcessError):
+                daemon.docker("info")
+                break
+            time.sleep(0.5)
+        # An image without files is enough: containers are created, never started.
+        empty = io.BytesIO()
+        tarfile.open(fileobj=empty, mode="w").close()
+        daemon.docker("import", "-", "nocturna-readback-empty:1", stdin=empty.getvalue())
+        yield daemon
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        shutil.rmtree(root / "data", ignore_errors=True)
+
+
+def log_state_on(daemon: SecondDaemon, args: Mapping[str, Any]) -> dict[str, Any]:
+    """Create a container from `args` on `daemon` (no network: it has no bridge); read its
+    log driver and options back the provider's way."""
+    body = container_create_body(registered_inputs(args))
+    body["Image"] = "nocturna-readback-empty:1"
+    body["ExposedPorts"] = {}
+    body["HostConfig"] |= {"NetworkMode": "none", "PortBindings": {}}
+    body.pop("Healthcheck")
+    body["Cmd"] = ["/never-run"]  # the empty image has no command
+    name = f"nocturna-readback-{uuid.uuid4().hex[:8]}"
+    created = engine("POST", f"/containers/create?name={name}", body, ok=(201,),
+                     socket_path=daemon.socket)  # fmt: skip
+    try:
+        inspected = engine("GET", f"/containers/{created['Id']}/json", socket_path=daemon.socket)
+    finally:
+        engine("DELETE", f"/containers/{created['Id']}", ok=(204,), socket_path=daemon.socket)
+    read = read_back({**inspected, "State": {"Running": False}}, declared(args))
+    return {"log_driver": read["log_driver"], "log_opts": read["log_opts"]}
+
+
+@pytest.mark.docker
+def test_daemon_log_options_cannot_change_the_declared_ones(
+    daemon_with_log_opts: SecondDaemon,
+) -> None:
+    args = render.container_args(settings_for(), Slot.BLUE, "nocturna-readback-empty:1")
+
+    assert log_state_on(daemon_with_log_opts, args) == {
+        "log_driver": args["log_driver"],
+        "log_opts": args["log_opts"],
+    }
+
+
+@pytest.mark.docker
+def test_options_left_unset_are_filled_from_daemon_json(
+    daemon_with_log_opts: SecondDaemon,
+) -> None:
+    """Why every option is given: with only max-size and max-file (the old arguments) the
+    daemon merges its own, and the read-back map differs on every run."""
+    args = render.container_args(settings_for(), Slot.BLUE, "nocturna-readback-empty:1")
+    args["log_opts"] = {"max-size": "10m", "max-file": "5"}
+
+    read = log_state_on(daemon_with_log_opts, args)["log_opts"]
+
+    assert read == {**DAEMON_LOG_OPTS, "max-size": "10m", "max-file": "5"}
