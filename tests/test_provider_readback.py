@@ -264,17 +264,23 @@ class SecondDaemon:
 
 @pytest.fixture(scope="module")
 def daemon_with_log_opts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecondDaemon]:
-    """A private dockerd (own socket, data/exec roots, no bridge, no iptables) whose
-    daemon.json sets every kind of log option."""
-    if shutil.which("dockerd") is None or os.geteuid() != 0:
-        pytest.skip("needs dockerd and root to start a second daemon")
+    """A private dockerd whose daemon.json sets every kind of log option.
+
+    Own socket, data and exec roots, and its own network namespace (`unshare --net`): a
+    dockerd started with `--bridge none` deletes the host's docker0 at startup
+    (removeDefaultBridgeInterface in moby's daemon_unix.go), which would cut the shared
+    daemon's default-bridge containers off.
+    """
+    if not (shutil.which("dockerd") and shutil.which("unshare")) or os.geteuid() != 0:
+        pytest.skip("needs dockerd, unshare and root to start a second daemon")
     root = tmp_path_factory.mktemp("dockerd")
     config = root / "daemon.json"
     config.write_text(json.dumps({"log-driver": "json-file", "log-opts": DAEMON_LOG_OPTS}))
     daemon = SecondDaemon(str(root / "docker.sock"))
     with (root / "dockerd.log").open("wb") as log:
         process = subprocess.Popen(
-            ["dockerd", "--host", f"unix://{daemon.socket}", "--data-root", str(root / "data"),
+            ["unshare", "--net", "dockerd", "--host", f"unix://{daemon.socket}",
+             "--data-root", str(root / "data"),
              "--exec-root", str(root / "exec"), "--pidfile", str(root / "docker.pid"),
              "--bridge", "none", "--iptables=false", "--ip-masq=false",
              "--config-file", str(config)],
