@@ -28,9 +28,9 @@ import pytest
 from nocturna_infra import render
 from nocturna_infra.settings import Settings, parse_settings
 from nocturna_infra.slot import Slot
-from nocturna_infra.slot_container import SlotContainer, SlotContainerArgs
-from tests import docker_host, harness
-from tests.engine_api import container_create_body, create_container, engine
+from tests import docker_host
+from tests.declared_containers import registered_inputs, start_declared
+from tests.engine_api import container_create_body, engine
 from tests.provider_readback import (
     NOT_READ_BACK,
     READ_FIELDS,
@@ -47,15 +47,6 @@ SERVICE = "nocturna-readback"
 def settings_for(network: str = "nocturna-network", **overrides: str) -> Settings:
     raw = {"serviceName": SERVICE, "networkName": network, **overrides}
     return parse_settings(raw, api_key="k", project_dir=None)
-
-
-def registered_inputs(args: Mapping[str, Any]) -> dict[str, Any]:
-    """The docker.Container inputs SlotContainer registers for `args` (camelCase, as sent)."""
-    run = harness.run(
-        lambda: SlotContainer("readback", SlotContainerArgs(container_args=args, api_key="k"))
-    )
-    inputs: dict[str, Any] = harness.unsecret(run.mocks.resources["readback-container"].inputs)
-    return inputs
 
 
 # --- Without Docker: nothing the program declares escapes the read-back comparison ---------
@@ -114,16 +105,6 @@ def containers() -> Iterator[list[str]]:
         engine("DELETE", f"/containers/{container}?force=true", ok=(204, 404))
 
 
-def run_declared(args: Mapping[str, Any], created: list[str]) -> dict[str, Any]:
-    """Create and start a container from `args` the provider's way; its `docker inspect`."""
-    inputs = registered_inputs(args)
-    container = create_container(inputs)
-    created.append(container)
-    engine("POST", f"/containers/{container}/start", ok=(204,))
-    inspected: dict[str, Any] = engine("GET", f"/containers/{container}/json")
-    return inspected
-
-
 def unique_ports(**overrides: str) -> dict[str, str]:
     blue, green, staging = (str(docker_host.free_port()) for _ in range(3))
     while len({blue, green, staging}) < 3:  # pragma: no cover - free ports rarely repeat
@@ -162,7 +143,7 @@ def test_declared_arguments_read_back_unchanged(
     slot = Slot.STAGING if settings.environment.value == "staging" else Slot.BLUE
     args = render.container_args(settings, slot, image_id)
 
-    inspected = run_declared(args, containers)
+    inspected = start_declared(args, containers)
     expected = declared(args)
 
     assert differences(expected, read_back(inspected, expected)) == {}
@@ -176,7 +157,7 @@ def test_a_start_period_of_zero_reads_back_as_the_images(
     args = render.container_args(settings_for(network, **unique_ports()), Slot.BLUE, image_id)
     args["healthcheck"] = {**args["healthcheck"], "start_period": "0s"}
 
-    inspected = run_declared(args, containers)
+    inspected = start_declared(args, containers)
     expected = declared(args)
 
     assert differences(expected, read_back(inspected, expected)) == {
@@ -195,7 +176,7 @@ def test_without_memory_swap_docker_records_twice_the_memory(
     args = render.container_args(settings_for(network, **unique_ports()), Slot.BLUE, image_id)
     del args["memory_swap"]
 
-    inspected = run_declared(args, containers)
+    inspected = start_declared(args, containers)
 
     assert read_back(inspected, declared(args))["memory_swap"] == 2 * args["memory"]
 
@@ -210,7 +191,7 @@ def test_raising_memory_in_place_reads_back_as_the_new_declaration(
     after = render.container_args(
         settings_for(network, memoryMb="3072", **ports), Slot.BLUE, image_id
     )
-    inspected = run_declared(before, containers)
+    inspected = start_declared(before, containers)
 
     # The update call resourceDockerContainerUpdate makes (UpdateConfig with Resources).
     engine(
