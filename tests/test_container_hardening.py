@@ -125,3 +125,21 @@ def test_the_process_limit_is_in_force(container: str, settings: Settings) -> No
 
     line = next(line for line in limits.splitlines() if line.startswith("Max processes"))
     assert line.split()[2:4] == [str(settings.limits.max_processes)] * 2
+
+
+@pytest.mark.parametrize(
+    ("path", "exit_code"),
+    [
+        ("/health", 0),
+        # Interpolated into the script (before), this path made the check exit 0 at once.
+        ("/health',process.exit(0),'", 1),
+    ],
+)
+def test_the_health_check_requests_its_path_and_never_runs_it(
+    container: str, settings: Settings, path: str, exit_code: int
+) -> None:
+    argv = render.healthcheck_test(settings.app_port, path)[1:]  # without "CMD"
+
+    proc = docker_host.docker("exec", container, *argv, check=False)
+
+    assert proc.returncode == exit_code, proc.stdout + proc.stderr
