@@ -63,6 +63,8 @@ UNDECLARED_DEFAULTS: Final[Mapping[str, Any]] = {
     "read_only": False,
     "tmpfs": {},
     "network_mode": "bridge",
+    "mounts": [],
+    "host": [],
     "domainname": "",
     "dns": [],
     "dns_opts": [],
@@ -83,6 +85,7 @@ UNDECLARED_DEFAULTS: Final[Mapping[str, Any]] = {
 FORCE_NEW: Final = frozenset(
     {
         "name", "image", "ports", "shm_size", "tmpfs", "ulimit", "read_only", "security_opts",
+        "mounts", "host",
         "capabilities", "log_driver", "log_opts", "stop_signal", "stop_timeout", "cpus", "env",
         "labels", "networks_advanced", "network_mode", "domainname", "working_dir", "user",
         "dns", "dns_opts", "dns_search", "publish_all_ports", "userns_mode", "sysctls",
@@ -158,6 +161,16 @@ def read_back(inspect: Mapping[str, Any], declared_state: Mapping[str, Any]) -> 
             else config["Image"]
         ),
         "domainname": config.get("Domainname", ""),
+        # getDockerContainerMounts: HostConfig.Mounts only (tmpfs given as HostConfig.Tmpfs
+        # is not among them)
+        "mounts": [
+            {"target": m.get("Target"), "source": m.get("Source"), "type": m.get("Type")}
+            for m in host.get("Mounts") or []
+        ],
+        "host": [  # flattenExtraHosts
+            dict(zip(("host", "ip"), entry.split(":")[:2], strict=True))
+            for entry in host.get("ExtraHosts") or []
+        ],
         "dns": _zero_to(host.get("Dns"), []),
         "dns_opts": _zero_to(host.get("DnsOptions"), []),
         "dns_search": _zero_to(host.get("DnsSearch"), []),
