@@ -124,7 +124,9 @@ def test_settings_change_rolls_to_the_standby_only(project: Path) -> None:
         previous=first,
     )
 
-    assert changes(first, changed) == {GREEN: ["envs", "healthcheck", "memory", "waitTimeout"]}
+    assert changes(first, changed) == {
+        GREEN: ["envs", "healthcheck", "memory", "memorySwap", "waitTimeout"]
+    }
     assert "LOG_LEVEL=debug" in inputs_of(changed, GREEN)["envs"]
     assert inputs_of(changed, BLUE) == inputs_of(first, BLUE)
 
