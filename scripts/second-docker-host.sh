@@ -5,8 +5,9 @@
 #               pidfile, key and daemon.json; its own default bridge (nocturna-h2, 10.213.0.1/24)
 #               and no iptables rules; ports published on 127.0.0.2 by the userland proxy.
 #   sshd        127.0.0.2:2222 only, own config and host key, key auth only, no PAM; it lets in
-#               one user, nocturna-host2, whose sessions get DOCKER_HOST=<the socket above> (so
-#               `docker system dial-stdio`, what `DOCKER_HOST=ssh://...` runs, reaches dockerd #2).
+#               one user, nocturna-host2, in the socket's group; its key may only run
+#               `docker system dial-stdio` (what `DOCKER_HOST=ssh://...` runs), and its sessions
+#               get DOCKER_HOST=<the socket above>, so that reaches dockerd #2.
 #   client      an ed25519 key, a known_hosts entry, and bin/ssh: a wrapper adding the options
 #               below, for the docker CLI, which takes no SSH options of its own.
 #
@@ -113,7 +114,9 @@ ensure_files() {
   [[ -s $SSH_DIR/ssh_host_ed25519_key ]] ||
     ssh-keygen -q -t ed25519 -N '' -C "$NAME-host" -f "$SSH_DIR/ssh_host_ed25519_key"
   [[ -s $KEY ]] || ssh-keygen -q -t ed25519 -N '' -C "$NAME-client" -f "$KEY"
-  install -m 0644 "$KEY.pub" "$SSH_DIR/authorized_keys"
+  # The key can do one thing: what DOCKER_HOST=ssh://... runs. Any other command runs that too.
+  echo "restrict,command=\"docker system dial-stdio\" $(cat "$KEY.pub")" >"$SSH_DIR/authorized_keys"
+  chmod 0644 "$SSH_DIR/authorized_keys"
   echo "[$ADDRESS]:$SSH_PORT $(cut -d' ' -f1,2 "$SSH_DIR/ssh_host_ed25519_key.pub")" >"$KNOWN_HOSTS"
   cat >"$SSH_DIR/sshd_config" <<EOF
 # sshd for the second test Docker host; written by scripts/second-docker-host.sh

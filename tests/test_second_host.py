@@ -117,16 +117,17 @@ def test_sshd_listens_on_the_second_loopback_address_only(second_host: SecondHos
     assert _refused("127.0.0.1", second_host.ssh_port)
 
 
-def test_remote_docker_runs_as_the_ssh_user_through_the_engine_socket(
-    second_host: SecondHost,
-) -> None:
-    """What `docker system dial-stdio` sees on the remote side: a user in the socket's group."""
-    wrapper = second_host.wrapper_dir / "ssh"
-    argv = [str(wrapper), "-p", str(second_host.ssh_port)]
-    argv += [f"{second_host.user}@{second_host.address}", "id -un; echo $DOCKER_HOST"]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+def test_the_key_runs_nothing_but_docker_dial_stdio(second_host: SecondHost) -> None:
+    """A command sent with the key is replaced by `docker system dial-stdio` (forced command)."""
+    argv = [str(second_host.wrapper_dir / "ssh"), "-p", str(second_host.ssh_port)]
+    argv += [f"{second_host.user}@{second_host.address}", "echo shell-reached; id -un"]
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
 
-    assert proc.stdout.split() == [second_host.user, second_host.socket]
+    assert proc.returncode == 0, proc.stderr  # admitted, and dial-stdio ended with its input
+    assert "shell-reached" not in proc.stdout
+    assert second_host.user not in proc.stdout
 
 
 def test_ports_publish_on_the_second_address_from_a_user_defined_network(
