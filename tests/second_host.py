@@ -163,20 +163,24 @@ class SecondHost:
         Waits until it answers through the published port.
         """
         port = port or self.free_port()
-        argv = ["run", "--detach", "--init", "--label", TEST_LABEL]
-        argv += ["--name", f"nocturna-test-h2-{uuid.uuid4().hex[:10]}"]
+        name = f"nocturna-test-h2-{uuid.uuid4().hex[:10]}"
+        argv = ["run", "--detach", "--init", "--label", TEST_LABEL, "--name", name]
         argv += ["--publish", f"{self.address}:{port}:{HTTP_PORT}"]
         argv += ["--env", f"HOST_LABEL={label}", "--env", f"SLOT={slot}"]
         argv += ["--env", f"PORT={HTTP_PORT}"]
         if network:
             argv += ["--network", network]
-        cid = self.docker(*argv, BASE_IMAGE, "node", "-e", _HTTP_SERVER_JS).stdout.strip()
-        self.created.append(cid)
-        wait_http(self.url(port), label)
+        self.created.append(name)  # by name: a failed `run` can still leave it created
+        try:
+            cid = self.docker(*argv, BASE_IMAGE, "node", "-e", _HTTP_SERVER_JS).stdout.strip()
+            wait_http(self.url(port), label)
+        except (DockerError, subprocess.TimeoutExpired):
+            self.remove(name)
+            raise
         return cid, port
 
     def remove(self, *containers: str) -> None:
-        """Remove containers this session created (by id; never anything else)."""
+        """Remove containers this session created (by id or name; never anything else)."""
         if containers:
             self.docker("rm", "-f", *containers, check=False)
 

@@ -8,21 +8,26 @@ first host; and an outage of that host fails docker commands quickly, with a mes
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Final
 
 import pytest
 
 from nocturna_infra.upstream import render_upstream
 from tests.docker_host import BASE_IMAGE, TEST_LABEL, docker
 from tests.nginx_instance import UPSTREAM_NAME, NginxInstance
-from tests.second_host import SecondHost, get, wait_http
+from tests.second_host import SecondHost, get, host_processes, script, status, wait_http
 
 pytestmark = [pytest.mark.docker]
+
+_TEXT: Final[dict[str, Any]] = {"capture_output": True, "text": True, "check": True, "timeout": 60}
 
 
 @pytest.fixture
@@ -42,16 +47,16 @@ def first_host_http() -> Iterator[tuple[str, int]]:
         'require("http").createServer((q, r) => { r.setHeader("X-Slot", "blue"); '
         'r.setHeader("X-Host", "host1"); r.end("host1\\n"); }).listen(8080)'
     )
-    cid = docker(
-        "run", "--detach", "--init", "--label", TEST_LABEL,
-        "--name", f"nocturna-test-h1-{uuid.uuid4().hex[:10]}",
-        "--publish", f"127.0.0.1:{port}:8080", BASE_IMAGE, "node", "-e", js,
-    ).stdout.strip()  # fmt: skip
+    name = f"nocturna-test-h1-{uuid.uuid4().hex[:10]}"
     try:
+        cid = docker(
+            "run", "--detach", "--init", "--label", TEST_LABEL, "--name", name,
+            "--publish", f"127.0.0.1:{port}:8080", BASE_IMAGE, "node", "-e", js,
+        ).stdout.strip()  # fmt: skip
         wait_http(f"http://127.0.0.1:{port}/", "host1")
         yield cid, port
     finally:
-        docker("rm", "-f", cid, check=False)
+        docker("rm", "-f", name, check=False)  # by name: a failed `run` can leave it created
 
 
 def _free_port(address: str) -> int:
@@ -231,5 +236,29 @@ def test_starting_and_restarting_the_second_engine_keeps_the_first_ones_bridge(
         pass  # a restart: the path that deleted docker0 when address pools were configured
 
     assert Path("/sys/class/net/docker0").exists()
-    cid = docker("run", "--detach", "--label", TEST_LABEL, BASE_IMAGE, "sleep", "30").stdout
-    docker("rm", "-f", cid.strip())
+    name = f"nocturna-test-h1-{uuid.uuid4().hex[:10]}"
+    try:
+        docker("run", "--detach", "--label", TEST_LABEL, "--name", name, BASE_IMAGE, "sleep", "30")
+    finally:
+        docker("rm", "-f", name, check=False)
+
+
+def test_the_last_live_claim_stops_everything_and_a_dead_claim_does_not_count(
+    second_host: SecondHost,
+) -> None:
+    """What ends a test session: releasing the last claim leaves no dockerd #2, containerd or
+    sshd behind, even though a crashed session never released its claim."""
+    claims = status()[1].split("claims:", 1)[1]
+    if "by hand" in claims or claims.split() != [str(os.getpid())]:
+        pytest.skip(f"the host is also held by a person or another session ({claims.strip()})")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **_TEXT)
+    script("start", "--lease", dead.stdout.strip())  # a session that crashed holding a claim
+    try:
+        script("release", str(os.getpid()))
+
+        assert status()[0] is False
+        assert host_processes() == []
+        assert not Path("/sys/class/net/nocturna-h2").exists()
+    finally:
+        second_host.up()
+    assert status()[0] is True
