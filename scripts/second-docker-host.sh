@@ -30,6 +30,7 @@
 # daemon/daemon_unix.go removeDefaultBridgeInterface. Hence a bridge of our own.)
 # The data-root is kept between runs, so the base image is loaded only once.
 set -euo pipefail
+PATH=$PATH:/usr/sbin:/sbin # dockerd, sshd, useradd, ip
 
 NAME=nocturna-host2
 RUN_DIR=${NOCTURNA_HOST2_RUN_DIR:-/run/$NAME}
@@ -87,9 +88,9 @@ sshd_up() { live_pid "$SSHD_PID" sshd >/dev/null; }
 preflight() {
   [[ $EUID -eq 0 ]] || die "must run as root (it starts dockerd and sshd)"
   local tool
-  for tool in dockerd sshd ssh ssh-keygen ip useradd; do
-    command -v "$tool" >/dev/null || PATH=$PATH:/usr/sbin:/sbin command -v "$tool" >/dev/null ||
-      die "$tool not found; install docker.io and openssh-server (see .ci/run)"
+  for tool in dockerd sshd ssh ssh-keygen ip useradd flock; do
+    command -v "$tool" >/dev/null ||
+      die "$tool not found; install docker.io, openssh-server and iproute2 (see .ci/run)"
   done
   [[ -x $DOCKER ]] || die "docker CLI $DOCKER not found"
 }
@@ -192,7 +193,7 @@ load_base_image() {
 start_sshd() {
   sshd_up && return 0
   local sshd
-  sshd=$(PATH=$PATH:/usr/sbin command -v sshd)
+  sshd=$(command -v sshd) # sshd wants to be started by its full path
   "$sshd" -t -f "$SSH_DIR/sshd_config" || die "sshd rejected $SSH_DIR/sshd_config"
   log "starting sshd on $ADDRESS:$SSH_PORT (log: $LOG_DIR/sshd.log)"
   # sshd binds before it daemonises, so its exit status tells whether it listens.
@@ -291,9 +292,11 @@ cmd_status() {
     echo "sshd: stopped"
     rc=3
   fi
-  local claims
-  claims=$(ls "$LEASES" 2>/dev/null | tr '\n' ' ')
-  echo "claims: ${claims:-none}$([[ -e $MANUAL ]] && echo ' (started by hand: stays up)')"
+  local claims=() lease
+  for lease in "$LEASES"/*; do
+    [[ -e $lease ]] && claims+=("$(basename "$lease")")
+  done
+  echo "claims: ${claims[*]:-none}$([[ -e $MANUAL ]] && echo ' (started by hand: stays up)')"
   return $rc
 }
 
