@@ -26,15 +26,16 @@
 #   scripts/second-docker-host.sh purge                stop, then delete its data, keys and user
 #
 # Never touches the first dockerd, its bridge docker0 or its iptables rules. (`dockerd --bridge
-# none`, the obvious choice, deletes any link named docker0 at start-up: moby
-# daemon/daemon_unix.go removeDefaultBridgeInterface. Hence a bridge of our own.)
+# none`, the obvious choice, deletes any link named docker0 at start-up, and so does a restart
+# with --default-address-pool: moby daemon/daemon_unix.go, removeDefaultBridgeInterface. Hence
+# a default bridge of our own and no address pools.)
 # The data-root is kept between runs, so the base image is loaded only once.
 set -euo pipefail
 PATH=$PATH:/usr/sbin:/sbin # dockerd, sshd, useradd, ip
 
 NAME=nocturna-host2
-RUN_DIR=${NOCTURNA_HOST2_RUN_DIR:-/run/$NAME}
-STATE_DIR=${NOCTURNA_HOST2_STATE_DIR:-/var/lib/$NAME}
+RUN_DIR=/run/$NAME
+STATE_DIR=/var/lib/$NAME
 ADDRESS=${NOCTURNA_HOST2_ADDRESS:-127.0.0.2}
 SSH_PORT=${NOCTURNA_HOST2_SSH_PORT:-2222}
 SSH_USER=$NAME
@@ -166,7 +167,7 @@ start_daemon() {
     --host "unix://$SOCKET" --group "$SSH_USER" \
     --data-root "$STATE_DIR/docker" --exec-root "$RUN_DIR/exec" --pidfile "$DOCKERD_PID" \
     --bridge "$BRIDGE" --iptables=false --ip-forward=false --ip-masq=false \
-    --cgroup-parent "/$NAME" --shutdown-timeout 5 \
+    --shutdown-timeout 5 \
     </dev/null >>"$LOG_DIR/dockerd.log" 2>&1 9>&- &
   local pid=$! _
   for _ in $(seq 1 120); do
