@@ -8,6 +8,7 @@ first host; and an outage of that host fails docker commands quickly, with a mes
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -81,6 +82,25 @@ def test_ssh_url_reaches_a_second_engine_not_the_first(second_host: SecondHost) 
     assert second["ID"] != first[0]
     assert second["DockerRootDir"] != first[1]
     assert second["DockerRootDir"] == "/var/lib/nocturna-host2/docker"
+
+
+def test_ssh_opts_alone_reach_the_engine_as_a_docker_provider_dials(
+    second_host: SecondHost,
+) -> None:
+    """What pulumi-docker and terraform-provider-docker run with `sshOpts` (docker/cli
+    connhelper): plain ssh with those options, `docker system dial-stdio` on the far side, and
+    the Engine API spoken over its stdio. No wrapper, no ssh config file."""
+    argv = ["/usr/bin/ssh", "-F", "/dev/null", *second_host.ssh_opts]
+    argv += ["-o", "ConnectTimeout=30", "-T", "-l", second_host.user]
+    argv += ["-p", str(second_host.ssh_port), "--", second_host.address]
+    request = "GET /info HTTP/1.0\r\nHost: docker\r\n\r\n"
+    proc = subprocess.run(
+        [*argv, "docker", "system", "dial-stdio"], input=request, **_TEXT, env={"PATH": "/bin"}
+    )
+    head, _, body = proc.stdout.partition("\n\n")  # text mode reads \r\n as \n
+
+    assert head.startswith("HTTP/1.0 200 OK")
+    assert json.loads(body)["DockerRootDir"] == "/var/lib/nocturna-host2/docker"
 
 
 def test_containers_on_the_second_host_are_invisible_to_the_first(
