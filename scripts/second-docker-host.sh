@@ -17,9 +17,11 @@
 #   scripts/second-docker-host.sh release PID          drop that claim; stops everything when the
 #                                                      last claim goes and no person ran `start`
 #   scripts/second-docker-host.sh stop                 stop sshd and dockerd #2 (claims or not)
-#   scripts/second-docker-host.sh down daemon|ssh      simulate a host outage: stop dockerd #2
-#                                                      (its containers stop too) or only its sshd
-#                                                      (containers keep serving); `start` undoes it
+#   scripts/second-docker-host.sh down daemon|ssh|hang simulate a host outage: stop dockerd #2
+#                                                      (its containers stop too), or only its sshd
+#                                                      (containers keep serving; connections are
+#                                                      refused), or freeze sshd (connections hang
+#                                                      like a host gone dark); `start` undoes it
 #   scripts/second-docker-host.sh status               what runs; exit 0 only if both do
 #   scripts/second-docker-host.sh env                  shell exports to use the host by hand:
 #                                                      eval "$(scripts/second-docker-host.sh env)"
@@ -208,11 +210,18 @@ start_sshd() {
   die "sshd wrote no pidfile $SSHD_PID"
 }
 
+# Undo `down hang`: a stopped sshd still has its pidfile, so start_sshd alone would not see it.
+thaw_sshd() {
+  local pid
+  if pid=$(live_pid "$SSHD_PID" sshd); then kill -CONT "$pid"; fi
+}
+
 stop_pid() {
   local file=$1 comm=$2 what=$3 pid _
   pid=$(live_pid "$file" "$comm") || return 0
   log "stopping $what (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || return 0
+  kill -CONT "$pid" 2>/dev/null || true # a frozen (`down hang`) process acts on TERM only then
   for _ in $(seq 1 300); do
     [[ -d /proc/$pid ]] || return 0
     sleep 0.1
@@ -265,6 +274,7 @@ cmd_start() {
   ensure_files
   start_daemon
   load_base_image
+  thaw_sshd
   start_sshd
   if [[ -n $lease ]]; then : >"$LEASES/$lease"; else : >"$MANUAL"; fi
   cmd_status >/dev/null || die "started, but status disagrees; see $LOG_DIR"
@@ -322,7 +332,13 @@ cmd_down() {
   case ${1:-} in
   daemon) stop_daemon ;;
   ssh) stop_pid "$SSHD_PID" sshd "sshd" ;;
-  *) die "down: expected 'daemon' or 'ssh', got '${1:-}'" ;;
+  hang)
+    local pid
+    pid=$(live_pid "$SSHD_PID" sshd) || die "down hang: sshd is not running"
+    log "freezing sshd (pid $pid): connections are accepted by the kernel, then nothing"
+    kill -STOP "$pid"
+    ;;
+  *) die "down: expected 'daemon', 'ssh' or 'hang', got '${1:-}'" ;;
   esac
 }
 
@@ -343,5 +359,5 @@ down) cmd_down "${@:2}" ;;
 status) cmd_status ;;
 env) cmd_env ;;
 purge) cmd_purge ;;
-*) die "usage: $0 start [--lease PID] | release PID | stop | down daemon|ssh | status | env | purge" ;;
+*) die "usage: $0 start [--lease PID] | release PID | stop | down daemon|ssh|hang | status | env | purge" ;;
 esac

@@ -9,6 +9,7 @@ handle on it:
     host.run_http(name="...")              # a tiny labelled HTTP server published on 127.0.0.2
     with host.outage("daemon"): ...        # host down: dockerd #2 stopped (its containers too)
     with host.outage("ssh"): ...           # engine unreachable, containers still serving
+    with host.outage("hang"): ...          # SSH connections hang until the client's timeout
     release_session()                      # last claim gone: everything stops again
 
 A session's claim is its process id, so claims of crashed sessions expire by themselves, and a
@@ -47,7 +48,8 @@ SCRIPT: Final = REPO_ROOT / "scripts" / "second-docker-host.sh"
 HTTP_PORT: Final = 8080
 """Container port of `run_http`'s server."""
 
-Part = Literal["daemon", "ssh"]
+Part = Literal["daemon", "ssh", "hang"]
+"""An outage: engine stopped (containers too), sshd stopped (refused), or sshd frozen (hangs)."""
 
 _HTTP_SERVER_JS: Final = """
 const http = require("http");
@@ -185,7 +187,8 @@ class SecondHost:
             self.docker("rm", "-f", *containers, check=False)
 
     def down(self, part: Part) -> None:
-        """Simulate an outage: stop dockerd #2 (its containers stop too) or only its sshd."""
+        """Simulate an outage: stop dockerd #2 (its containers stop too), stop only its sshd
+        (connections refused, containers serving) or freeze sshd (connections hang)."""
         script("down", part)
 
     def up(self) -> None:
@@ -194,7 +197,8 @@ class SecondHost:
 
     @contextmanager
     def outage(self, part: Part) -> Iterator[None]:
-        """The host is down (`daemon`) or unreachable (`ssh`) inside the block, back after it."""
+        """The host is down (`daemon`), refuses SSH (`ssh`) or hangs (`hang`) inside the
+        block, and is back after it."""
         self.down(part)
         try:
             yield

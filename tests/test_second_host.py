@@ -245,6 +245,25 @@ def test_ssh_down_fails_docker_over_ssh_while_containers_keep_serving(
         second_host.remove(cid)
 
 
+def test_a_host_gone_dark_fails_docker_over_ssh_after_the_connect_timeout(
+    second_host: SecondHost,
+) -> None:
+    """sshd frozen: the kernel accepts the connection, nothing answers. The `ConnectTimeout` in
+    the SSH options bounds each attempt; the error names the banner exchange."""
+    cid, port = second_host.run_http(label="dark-but-serving")
+    try:
+        with second_host.outage("hang"):
+            proc = second_host.docker("ps", check=False, timeout=300)
+
+            assert proc.returncode != 0
+            assert "Connection timed out during banner exchange" in proc.stderr
+            assert get(second_host.url(port)).text == "dark-but-serving\n"
+
+        assert second_host.docker("ps", "-q").returncode == 0
+    finally:
+        second_host.remove(cid)
+
+
 def test_starting_and_restarting_the_second_engine_keeps_the_first_ones_bridge(
     second_host: SecondHost,
 ) -> None:
