@@ -174,7 +174,13 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
     ),
     ConfigKey("logMaxSizeMb", "integer", 10, "Size at which a container log file rotates, MiB."),
     ConfigKey("logMaxFiles", "integer", 5, "Rotated log files kept per container."),
-    ConfigKey("env", "object", {}, "Extra environment variables (name -> value) for the service."),
+    ConfigKey(
+        "env",
+        "object",
+        {},
+        "Extra environment variables (name -> value) for the service. Set with --secret "
+        "(pulumi config set --secret --path env.NAME value) to keep every env value secret.",
+    ),
     ConfigKey(
         "puppeteerExecutablePath",
         "string",
@@ -226,7 +232,7 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "string",
         "",
         "Stack whose outputs hold the previous deployment (which image each slot runs). "
-        "Empty: this stack itself, organization/<project>/<stack>.",
+        "Empty: this stack itself, by its bare name (resolves in every backend).",
     ),
 )
 
@@ -243,6 +249,8 @@ HEALTH_TEXT_PATTERN: Final = re.compile(r"^[ -~]{0,200}$")
 ENV_NAME_PATTERN: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 UPSTREAM_NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9_.-]+$")
 URL_PATH_PATTERN: Final = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$")
+# Keys whose values may be set with `--secret` and are then carried as secrets end to end.
+SECRET_CAPABLE: Final = frozenset({"apiKey", "env"})
 MANAGED_ENV: Final = frozenset(
     {"NODE_ENV", "PORT", "HOST", "DEPLOYMENT_SLOT", "PUPPETEER_EXECUTABLE_PATH", "API_KEY"}
 )
@@ -320,6 +328,8 @@ class Settings:
     router: RouterSettings
     state_stack: str
     api_key: pulumi.Input[str]
+    env_secret: bool = False
+    """`env` was set with --secret: its values never go into plain inputs or outputs."""
 
     @property
     def slots(self) -> tuple[Slot, ...]:
@@ -341,13 +351,19 @@ class Settings:
                 "production without it. Run `pulumi config set --secret apiKey <key>`."
             )
             raise ConfigError(msg)
-        stack = pulumi.get_stack()
         return parse_settings(
             raw,
             api_key=api_key,
             namespace=cfg.name,
-            default_state_stack=f"organization/{pulumi.get_project()}/{stack}",
+            # A bare stack name resolves in every backend (the self-managed backend's
+            # project and legacy layouts, Pulumi Cloud): see README, "How it remembers".
+            default_state_stack=pulumi.get_stack(),
             project_dir=project_dir or Path.cwd(),
+            secret_keys=frozenset(
+                key.name
+                for key in CONFIG_SCHEMA
+                if pulumi.runtime.is_config_secret(cfg.full_key(key.name))
+            ),
         )
 
 
@@ -446,14 +462,26 @@ def parse_settings(
     *,
     api_key: pulumi.Input[str],
     namespace: str = PROJECT,
-    default_state_stack: str = f"organization/{PROJECT}/production",
+    default_state_stack: str = "production",
     project_dir: Path | None,
+    secret_keys: frozenset[str] = frozenset(),
 ) -> Settings:
     """Validate raw config strings into Settings; raise ConfigError at the first problem.
 
     `project_dir` None skips the checks that build inputs exist (for tools that only read).
+    `secret_keys` names the keys set with `--secret`.
     """
     read = _Reader(raw, namespace)
+    for name in sorted(secret_keys - SECRET_CAPABLE):
+        read.fail(
+            name,
+            "is set with --secret, but its value would be shown in plain text in the stack's "
+            "outputs, resource inputs and previews"
+            + (" and kept in the image history (docker history)" if name == "buildArgs" else ""),
+            "[secret]",
+            f"Set it without --secret (`pulumi config set {name} ...`); keep secrets in apiKey "
+            "or env (`pulumi config set --secret --path env.NAME value`), which stay secret.",
+        )
     environment = Environment(read.choice("environment", tuple(e.value for e in Environment)))
     active_slot = Slot(read.choice("activeSlot", tuple(s.value for s in PRODUCTION_SLOTS)))
     if environment is Environment.STAGING and active_slot is not Slot.BLUE:
@@ -530,10 +558,11 @@ def parse_settings(
         state_stack=read.matching(
             "stateStack",
             STACK_NAME_PATTERN,
-            "empty or a stack name such as organization/<project>/<stack>",
+            "empty or a stack name such as production or organization/<project>/<stack>",
         )
         or default_state_stack,
         api_key=api_key,
+        env_secret="env" in secret_keys,
     )
 
 

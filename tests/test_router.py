@@ -10,6 +10,7 @@ ARGS = RouterArgs(
     upstream_file="/etc/nginx/upstreams/app.conf",
     upstream_name="app",
     live_server="127.0.0.1:3012",
+    live_container="c0ffee",
 )
 
 
@@ -20,7 +21,7 @@ def test_router_runs_the_switch_and_never_undoes_it() -> None:
     assert switch.typ == "command:local:Command"
     assert switch.inputs == {
         "create": "venv/bin/python -m nocturna_infra.switch --slot green",
-        "triggers": ["green", "127.0.0.1:3012", "/etc/nginx/upstreams/app.conf", "app"],
+        "triggers": ["green", "127.0.0.1:3012", "/etc/nginx/upstreams/app.conf", "app", "c0ffee"],
         "logging": "stdoutAndStderr",
     }
     assert "delete" not in switch.inputs

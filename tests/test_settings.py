@@ -234,7 +234,7 @@ def test_every_declared_key_has_a_default_or_is_secret() -> None:
         pytest.param(
             {"stateStack": "organization/nocturna infra/production"},
             "nocturna-infra:stateStack: must be empty or a stack name such as "
-            "organization/<project>/<stack>; got 'organization/nocturna infra/production'.",
+            "production or organization/<project>/<stack>; got 'organization/nocturna infra/production'.",
             id="state-stack",
         ),
         pytest.param(
