@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,16 @@ def test_build_args_put_program_owned_arguments_last(project: Path) -> None:
         "BASE_IMAGE": "local/node:20",
         "EXTRA_CA_CERTS": "PEM",
     }
+
+
+def test_secret_env_goes_only_to_the_secret_variables(project: Path) -> None:
+    settings = dataclasses.replace(
+        settings_for(project), env={"DB_PASSWORD": "pw", "A": "1"}, env_secret=True
+    )
+
+    args = render.container_args(settings, Slot.GREEN, IMAGE)
+    assert not [env for env in args["envs"] if "pw" in env or env.startswith("A=")]
+    assert render.secret_env(settings) == {"A": "1", "DB_PASSWORD": "pw"}
+    plain = dataclasses.replace(settings, env_secret=False)
+    assert "DB_PASSWORD=pw" in render.container_args(plain, Slot.GREEN, IMAGE)["envs"]
+    assert render.secret_env(plain) == {}
