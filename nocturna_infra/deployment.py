@@ -79,7 +79,7 @@ class RecordedState:
                 if (slot := _slot_or_none(name)) and isinstance(key, str)
             },
             secret_env={
-                slot: {str(k): str(v) for k, v in env.items()}
+                slot: {str(k): str(v) for k, v in sorted(env.items())}
                 for name, env in (envs.items() if isinstance(envs, Mapping) else ())
                 if (slot := _slot_or_none(name)) and isinstance(env, Mapping)
             },

@@ -303,11 +303,16 @@ MAY_CHANGE = (False, True, True)  # may take the release; re-created if its heal
 @pytest.mark.parametrize(
     ("ups", "expected"),
     [
-        pytest.param([("blue", IMAGE_V1)], {BLUE: PROTECTED_NEW, GREEN: MAY_CHANGE}, id="first-deploy"),
-        pytest.param([("green", IMAGE_V1)], {BLUE: MAY_CHANGE, GREEN: PROTECTED_NEW}, id="first-deploy-green"),
-        pytest.param([("blue", IMAGE_V1), ("blue", IMAGE_V2)], {BLUE: PROTECTED, GREEN: MAY_CHANGE}, id="deploy"),
-        pytest.param([("blue", IMAGE_V1), ("blue", IMAGE_V1)], {BLUE: PROTECTED, GREEN: MAY_CHANGE}, id="no-op"),
-        pytest.param([("blue", IMAGE_V1), ("green", IMAGE_V2)], {BLUE: PROTECTED, GREEN: PROTECTED}, id="switch"),
+        pytest.param([("blue", IMAGE_V1)], {BLUE: PROTECTED_NEW, GREEN: MAY_CHANGE},
+                     id="first-deploy"),
+        pytest.param([("green", IMAGE_V1)], {BLUE: MAY_CHANGE, GREEN: PROTECTED_NEW},
+                     id="first-deploy-green"),
+        pytest.param([("blue", IMAGE_V1), ("blue", IMAGE_V2)],
+                     {BLUE: PROTECTED, GREEN: MAY_CHANGE}, id="deploy"),
+        pytest.param([("blue", IMAGE_V1), ("blue", IMAGE_V1)],
+                     {BLUE: PROTECTED, GREEN: MAY_CHANGE}, id="no-op"),
+        pytest.param([("blue", IMAGE_V1), ("green", IMAGE_V2)],
+                     {BLUE: PROTECTED, GREEN: PROTECTED}, id="switch"),
         pytest.param([("blue", IMAGE_V1), ("green", IMAGE_V1), ("blue", IMAGE_V2)],
                      {BLUE: PROTECTED, GREEN: PROTECTED}, id="rollback"),
         pytest.param([("blue", IMAGE_V1), ("green", IMAGE_V1), ("green", IMAGE_V2)],
@@ -498,8 +503,8 @@ def test_state_is_read_from_the_bare_stack_name(project: Path) -> None:
                      "container", id="root-volume"),
         pytest.param("user", "root", "slot blue: recorded argument 'user' is not one "
                      "nocturna-infra declares for a container", id="user-root"),
-        pytest.param("capabilities", {"drops": ["ALL"], "adds": ["SYS_ADMIN"]}, "slot blue: "
-                     "recorded capabilities is {'drops': ['ALL'], 'adds': ['SYS_ADMIN']}, but "
+        pytest.param("capabilities", {"adds": ["SYS_ADMIN"], "drops": ["ALL"]}, "slot blue: "
+                     "recorded capabilities is {'adds': ['SYS_ADMIN'], 'drops': ['ALL']}, but "
                      "this run declares {'drops': ['ALL']}", id="capabilities"),
     ],
 )  # fmt: skip
