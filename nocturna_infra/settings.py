@@ -381,10 +381,19 @@ def read_stack_file(project_dir: Path, stack: str) -> dict[str, str]:
     raw: dict[str, str] = {}
     for full_key, value in (config or {}).items():
         namespace, _, name = str(full_key).partition(":")
-        if namespace != PROJECT or (isinstance(value, dict) and "secure" in value):
+        if namespace != PROJECT or _holds_secret(value):
             continue
         raw[name] = value if isinstance(value, str) else json.dumps(value)
     return raw
+
+
+def _holds_secret(value: object) -> bool:
+    """A stack-file value is, or contains (`--secret --path env.X`), an encrypted secret."""
+    if isinstance(value, dict):
+        return "secure" in value or any(_holds_secret(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_secret(item) for item in value)
+    return False
 
 
 class _Reader:

@@ -373,6 +373,9 @@ def test_stack_file_values_are_read_as_the_engine_sends_them(tmp_path: Path) -> 
         "    LOG_LEVEL: debug\n"
         "  nocturna-infra:apiKey:\n"
         "    secure: v1:abc\n"
+        "  nocturna-infra:buildArgs:\n"
+        "    TOKEN:\n"
+        "      secure: v1:def\n"
         "  docker:host: unix:///var/run/docker.sock\n"
     )
 
