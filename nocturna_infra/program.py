@@ -151,7 +151,7 @@ def main(project_dir: Path | None = None) -> None:
             upstream_name=settings.router.upstream_name,
             live_server=host_ports[live].apply(partial(render.slot_server, settings.bind_address)),
             live_container=slots[live].container.container_id,
-            # Only containers: a switch or rollback never waits for (or fails with) a build.
+            # Only containers: in a switch or rollback, nothing it waits for waits for a build.
             depends_on=[declared.container for declared in slots.values()],
         ),
     )
