@@ -685,8 +685,10 @@ class Rehearsal:
         # as green is protected in its old and new state. Nothing changes; green serves on.
         set_release(self.service, "2.0.0")  # the cached v2 build: nothing new for blue
         green_before = self.slot_states(self.production)["green"]
-        read_back = self.production.resources["nocturna-rehearsal-green-container"].inputs
-        read_back["logOpts"] = {**read_back["logOpts"], "compress": "true"}
+        applied = self.production.resources.get("nocturna-rehearsal-green-container")
+        if applied is None:  # 5c failed; its outcome already says why
+            return
+        applied.inputs["logOpts"] = {**applied.inputs["logOpts"], "compress": "true"}
         with under_load(self.nginx, self.workdir) as figures:
             up = self._up(activeSlot="green")
         states = self.slot_states(self.production)
