@@ -6,7 +6,8 @@ program keeps that history in two stack outputs of its own stack and reads them 
 through a StackReference on the next run:
 
 - `deployment` (plain): the live slot and each slot's container arguments (no secrets);
-- `deploymentSecrets` (secret): the release fingerprint and each slot's API key.
+- `deploymentSecrets` (secret): the release fingerprint, each slot's API key and, when `env`
+  is secret, each slot's secret variables (`secretEnv`).
 
 A *release* is everything a deploy would give the slots (image ID, environment, limits,
 API key); its fingerprint tells whether this run brings something new. The rules:
@@ -48,6 +49,8 @@ class RecordedState:
     slots: Mapping[Slot, Mapping[str, Any]]
     release: str | None = None
     api_keys: Mapping[Slot, str] = field(default_factory=dict)
+    secret_env: Mapping[Slot, Mapping[str, str]] = field(default_factory=dict)
+    """Per slot, the variables it runs that are kept out of the plain record."""
 
     @staticmethod
     def from_outputs(plain: Any, secret: Any) -> RecordedState | None:
@@ -64,6 +67,7 @@ class RecordedState:
         }
         secrets = secret if isinstance(secret, Mapping) else {}
         keys = secrets.get("apiKeys")
+        envs = secrets.get("secretEnv")
         release = secrets.get("release")
         return RecordedState(
             live_slot=_slot_or_none(plain.get("liveSlot")),
@@ -73,6 +77,11 @@ class RecordedState:
                 slot: key
                 for name, key in (keys.items() if isinstance(keys, Mapping) else ())
                 if (slot := _slot_or_none(name)) and isinstance(key, str)
+            },
+            secret_env={
+                slot: {str(k): str(v) for k, v in sorted(env.items())}
+                for name, env in (envs.items() if isinstance(envs, Mapping) else ())
+                if (slot := _slot_or_none(name)) and isinstance(env, Mapping)
             },
         )
 
@@ -96,10 +105,35 @@ def plan_actions(
     return actions
 
 
-def release_fingerprint(desired: Mapping[Slot, Mapping[str, Any]], api_key: str) -> str:
-    """A digest of everything a deploy would change; secret, as it covers the API key."""
+def is_protected(action: SlotAction, slot: Slot, active: Slot | None) -> bool:
+    """Whether `slot` is declared with Pulumi's `protect` this run.
+
+    Every frozen slot is, and so is the production live slot while it is first created:
+    the engine refuses a replacement only when the old *and* the new state are protected,
+    so the live slot must already be protected in the run that creates it. A slot that may
+    take a release is not (staging, the standby), and unprotecting it in the run that
+    replaces it is allowed.
+    """
+    return action is SlotAction.FROZEN or slot == active
+
+
+def release_fingerprint(
+    desired: Mapping[Slot, Mapping[str, Any]],
+    api_key: str,
+    secret_env: Mapping[str, str] | None = None,
+) -> str:
+    """A digest of everything a deploy would change; secret, as it covers the secrets.
+
+    `secretEnv` is only part of it when there is one, so existing records keep their value.
+    """
+    document: dict[str, Any] = {
+        "slots": {str(slot): args for slot, args in desired.items()},
+        "apiKey": api_key,
+    }
+    if secret_env:
+        document["secretEnv"] = dict(secret_env)
     canonical = json.dumps(
-        {"slots": {str(slot): args for slot, args in desired.items()}, "apiKey": api_key},
+        document,
         sort_keys=True,
         separators=(",", ":"),
     )

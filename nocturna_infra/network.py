@@ -32,7 +32,10 @@ class ServiceNetwork(pulumi.ComponentResource):
                 docker.NetworkLabelArgs(label="com.nocturna.environment", value=args.environment)
             ],
             # Networks cannot be updated; a replacement under the same name must go first.
-            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+            # Protected: the live container is attached to it, so the engine refuses any
+            # replacement (step_generator.go, continueStepsFromDiff) and `pulumi destroy`
+            # needs a deliberate `pulumi state unprotect` (docs/operations.md).
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True, protect=True),
         )
         self.network_name = network.name
         self.register_outputs({"network_name": self.network_name})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
@@ -16,6 +17,7 @@ from nocturna_infra.deployment import (
     STATE_VERSION,
     RecordedState,
     SlotAction,
+    is_protected,
     is_switch,
     plan_actions,
     release_fingerprint,
@@ -24,6 +26,7 @@ from nocturna_infra.deployment import (
 )
 from nocturna_infra.image import ServiceImage, ServiceImageArgs
 from nocturna_infra.network import ServiceNetwork, ServiceNetworkArgs
+from nocturna_infra.record import recorded_slot_problem
 from nocturna_infra.router import Router, RouterArgs
 from nocturna_infra.settings import PROJECT, ConfigError, Environment, Settings
 from nocturna_infra.slot import Slot
@@ -81,12 +84,46 @@ def routed_slot(settings: Settings) -> Slot | None:
     return slots.pop() if len(slots) == 1 else None
 
 
+class RecordError(pulumi.RunError):
+    """The recorded deployment holds container arguments this program would never declare."""
+
+
+def checked_previous_state(settings: Settings) -> RecordedState | None:
+    """The previous run's record, refused if a slot in it is not what this program declares."""
+    previous = read_previous_state(settings.state_stack)
+    for slot, recorded in (previous.slots if previous else {}).items():
+        if slot not in settings.slots:
+            continue
+        template = render.container_args(settings, slot, "")
+        problem = recorded_slot_problem(slot, recorded, template)
+        if problem:
+            msg = (
+                f"stack {settings.state_stack}, output `deployment`: {problem}. Refusing to "
+                "declare a container from it. If you changed that setting on purpose, set it "
+                "back: it cannot change under a kept slot. Otherwise the state was written "
+                "outside nocturna-infra: compare `pulumi stack output deployment --json` with "
+                "`python -m nocturna_infra.status` and restore a trusted state "
+                "(`pulumi stack import`)."
+            )
+            raise RecordError(msg)
+    return previous
+
+
+@dataclass(frozen=True)
+class DeclaredSlot:
+    container: SlotContainer
+    container_args: dict[str, pulumi.Input[Any]]
+    """What the slot runs, without secrets: recorded in the `deployment` output."""
+    secret_env: pulumi.Output[dict[str, str]]
+    """API_KEY and any secret `env`: recorded in `deploymentSecrets`."""
+
+
 def main(project_dir: Path | None = None) -> None:
     """Declare the whole stack. Reads config here, never at import."""
     project_dir = project_dir or Path.cwd()
     settings = Settings.from_config(pulumi.Config(), project_dir)
     build_args = render.image_build_args(settings, _extra_ca_certs(settings))
-    previous = read_previous_state(settings.state_stack)
+    previous = checked_previous_state(settings)
     production = settings.environment is Environment.PRODUCTION
     active = settings.active_slot if production else None
     conflict = routing_conflict(routed_slot(settings), active, previous)
@@ -108,39 +145,13 @@ def main(project_dir: Path | None = None) -> None:
             build_args=build_args,
         ),
     )
-
     live = settings.active_slot if production else Slot.STAGING
-    templates = {slot: render.container_args(settings, slot, "") for slot in settings.slots}
-    release = pulumi.Output.all(image.image_id, settings.api_key).apply(
-        lambda values: release_fingerprint(
-            {slot: {**args, IMAGE_KEY: values[0]} for slot, args in templates.items()}, values[1]
-        )
-    )
+    release = _release(settings, image.image_id)
     switching = is_switch(previous, active)
     if switching and previous is not None:
         release.apply(lambda current: _warn_if_pending(previous, current, live))
-
-    containers: dict[Slot, SlotContainer] = {}
-    slot_kwargs: dict[Slot, dict[str, pulumi.Input[Any]]] = {}
-    api_keys: dict[Slot, pulumi.Output[str]] = {}
-    for slot, action in plan_actions(previous, settings.slots, active).items():
-        recorded = previous.slots.get(slot, {}) if previous else {}
-        recorded_key = previous.api_keys.get(slot) if previous else None
-        takes = pulumi.Output.unsecret(release.apply(partial(takes_release, action, previous)))
-        new = {**templates[slot], IMAGE_KEY: image.image_id}
-        slot_kwargs[slot] = _choose_arguments(action, takes, new, recorded)
-        api_keys[slot] = _choose_api_key(action, takes, settings.api_key, recorded_key)
-        containers[slot] = SlotContainer(
-            render.container_name(name, slot),
-            SlotContainerArgs(
-                container_args=slot_kwargs[slot],
-                api_key=api_keys[slot],
-                depends_on=[network, image],
-            ),
-        )
-
-    host_ports = {slot: _host_port(kwargs) for slot, kwargs in slot_kwargs.items()}
-    live_port = host_ports[live]
+    slots = _declare_slots(settings, previous, active, image.image_id, release, network)
+    host_ports = {slot: _host_port(declared.container_args) for slot, declared in slots.items()}
     all_ports = pulumi.Output.all(*(host_ports[slot] for slot in settings.slots)).apply(
         lambda ports: dict(zip(settings.slots, ports, strict=True))
     )
@@ -153,16 +164,88 @@ def main(project_dir: Path | None = None) -> None:
             live_slot=live.value,
             upstream_file=settings.router.upstream_file,
             upstream_name=settings.router.upstream_name,
-            live_server=live_port.apply(partial(render.slot_server, settings.bind_address)),
+            live_server=host_ports[live].apply(partial(render.slot_server, settings.bind_address)),
             standby_servers=all_ports.apply(partial(_standby_servers, settings, live)),
             selection_dir=settings.router.selection_dir,
-            depends_on=list(containers.values()),
+            live_container=slots[live].container.container_id,
+            # Only containers: in a switch or rollback, nothing it waits for waits for a build.
+            depends_on=[declared.container for declared in slots.values()],
         ),
     )
+    recorded_release = (
+        pulumi.Output.from_input(previous.release)
+        if switching and previous is not None and previous.release
+        else release
+    )
+    _export(settings, live, image, slots, host_ports, router, recorded_release)
 
+
+def _release(settings: Settings, image_id: pulumi.Output[str]) -> pulumi.Output[str]:
+    """The fingerprint of what a deploy would give the slots now (secret)."""
+    templates = {slot: render.container_args(settings, slot, "") for slot in settings.slots}
+    return pulumi.Output.all(image_id, settings.api_key).apply(
+        lambda values: release_fingerprint(
+            {slot: {**args, IMAGE_KEY: values[0]} for slot, args in templates.items()},
+            values[1],
+            render.secret_env(settings),
+        )
+    )
+
+
+def _declare_slots(
+    settings: Settings,
+    previous: RecordedState | None,
+    active: Slot | None,
+    image_id: pulumi.Output[str],
+    release: pulumi.Output[str],
+    network: ServiceNetwork,
+) -> dict[Slot, DeclaredSlot]:
+    """One container per slot, from its record or the release as `plan_actions` decides.
+
+    A slot depends on the image only through its `image` input, and only when it may take
+    the release: a frozen slot never waits for a build.
+    """
+    current_secrets = pulumi.Output.secret(settings.api_key).apply(
+        lambda key: {"API_KEY": key, **render.secret_env(settings)}
+    )
+    declared: dict[Slot, DeclaredSlot] = {}
+    for slot, action in plan_actions(previous, settings.slots, active).items():
+        recorded = previous.slots.get(slot, {}) if previous else {}
+        recorded_key = previous.api_keys.get(slot) if previous else None
+        recorded_secrets = (
+            {"API_KEY": recorded_key, **previous.secret_env.get(slot, {})}
+            if previous is not None and recorded_key is not None
+            else None
+        )
+        takes = pulumi.Output.unsecret(release.apply(partial(takes_release, action, previous)))
+        new = {**render.container_args(settings, slot, ""), IMAGE_KEY: image_id}
+        kwargs = _choose_arguments(action, takes, new, recorded)
+        secret_env = _choose_secret_env(action, takes, current_secrets, recorded_secrets)
+        container = SlotContainer(
+            render.container_name(settings.service_name, slot),
+            SlotContainerArgs(
+                container_args=kwargs,
+                secret_env=secret_env,
+                protect=is_protected(action, slot, active),
+                depends_on=[network],
+            ),
+        )
+        declared[slot] = DeclaredSlot(container, kwargs, secret_env)
+    return declared
+
+
+def _export(
+    settings: Settings,
+    live: Slot,
+    image: ServiceImage,
+    slots: dict[Slot, DeclaredSlot],
+    host_ports: dict[Slot, pulumi.Output[int]],
+    router: Router,
+    release: pulumi.Output[str],
+) -> None:
     pulumi.export("environment", settings.environment.value)
     pulumi.export("liveSlot", live.value)
-    if production:
+    if settings.environment is Environment.PRODUCTION:
         pulumi.export("standbySlot", live.other.value)
     pulumi.export("upstreamFile", settings.router.upstream_file)
     pulumi.export("latestBuild", {"image": settings.image.name, "imageId": image.image_id})
@@ -170,13 +253,13 @@ def main(project_dir: Path | None = None) -> None:
         "slots",
         {
             slot.value: {
-                "container": render.container_name(name, slot),
-                "image": container.image,
+                "container": render.container_name(settings.service_name, slot),
+                "image": declared.container.image,
                 "url": host_ports[slot].apply(
                     lambda port: render.slot_url(settings.bind_address, port, settings.health.path)
                 ),
             }
-            for slot, container in containers.items()
+            for slot, declared in slots.items()
         },
     )
     pulumi.export("switchOutput", router.output)
@@ -185,20 +268,24 @@ def main(project_dir: Path | None = None) -> None:
         {
             "version": STATE_VERSION,
             "liveSlot": live.value,
-            "slots": {slot.value: kwargs for slot, kwargs in slot_kwargs.items()},
+            "slots": {slot.value: declared.container_args for slot, declared in slots.items()},
         },
-    )
-    recorded_release = (
-        pulumi.Output.from_input(previous.release)
-        if switching and previous is not None and previous.release
-        else release
     )
     pulumi.export(
         "deploymentSecrets",
         pulumi.Output.secret(
             {
-                "release": recorded_release,
-                "apiKeys": {slot.value: key for slot, key in api_keys.items()},
+                "release": release,
+                "apiKeys": {
+                    slot.value: declared.secret_env.apply(lambda env: env["API_KEY"])
+                    for slot, declared in slots.items()
+                },
+                "secretEnv": {
+                    slot.value: declared.secret_env.apply(
+                        lambda env: {k: v for k, v in env.items() if k != "API_KEY"}
+                    )
+                    for slot, declared in slots.items()
+                },
             }
         ),
     )
@@ -259,14 +346,14 @@ def _choose_arguments(
     return chosen
 
 
-def _choose_api_key(
+def _choose_secret_env(
     action: SlotAction,
     takes_release: pulumi.Output[bool],
-    current: pulumi.Input[str],
-    recorded: str | None,
-) -> pulumi.Output[str]:
+    current: pulumi.Output[dict[str, str]],
+    recorded: dict[str, str] | None,
+) -> pulumi.Output[dict[str, str]]:
     if action is SlotAction.DEPLOY or recorded is None:
-        return pulumi.Output.secret(current)
+        return current
     if action is SlotAction.FROZEN:
         return pulumi.Output.secret(recorded)
     return pulumi.Output.secret(

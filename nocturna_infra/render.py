@@ -72,12 +72,13 @@ def healthcheck_test(app_port: int, path: str) -> list[str]:
 
 
 def container_args(settings: Settings, slot: Slot, image: str) -> dict[str, Any]:
-    """Keyword arguments of the slot's docker.Container, except the secret API_KEY.
+    """Keyword arguments of the slot's docker.Container, except its secret variables
+    (API_KEY, and `env` when it was set with --secret: see `secret_env`).
 
-    JSON-able on purpose: the program stores them in stack outputs, so a live slot can be
-    re-declared with exactly the arguments it was created with. Every value is in the form
-    the docker provider reads back from Docker (tests/test_provider_readback.py proves it on
-    a real daemon), so an unchanged slot never shows a diff.
+    JSON-able on purpose: the program stores them in a plain stack output, so a live slot
+    can be re-declared with exactly the arguments it was created with. Every value is in the
+    form the docker provider reads back from Docker (tests/test_provider_readback.py proves it
+    on a real daemon), so an unchanged slot never shows a diff.
     """
     limits = settings.limits
     health = settings.health
@@ -95,7 +96,7 @@ def container_args(settings: Settings, slot: Slot, image: str) -> dict[str, Any]
         "HOST": "0.0.0.0",
         "PUPPETEER_EXECUTABLE_PATH": settings.puppeteer_executable_path,
         "DEPLOYMENT_SLOT": slot.value,
-        **settings.env,
+        **({} if settings.env_secret else settings.env),
     }
     return {
         "name": name,
@@ -149,6 +150,12 @@ def container_args(settings: Settings, slot: Slot, image: str) -> dict[str, Any]
         "wait": True,
         "wait_timeout": health_wait_seconds(settings),
     }
+
+
+def secret_env(settings: Settings) -> dict[str, str]:
+    """The user's variables that must stay secret (all of `env` when it was set with
+    --secret), without API_KEY, which comes as a Pulumi secret of its own."""
+    return dict(sorted(settings.env.items())) if settings.env_secret else {}
 
 
 def health_wait_seconds(settings: Settings) -> int:

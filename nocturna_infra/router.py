@@ -21,6 +21,8 @@ class RouterArgs:
     upstream_file: str
     upstream_name: str
     live_server: pulumi.Input[str]
+    live_container: pulumi.Input[str]
+    """Docker ID of the live slot's container: a new one is routed through the probe again."""
     standby_servers: pulumi.Input[str] = ""
     """`slot=HOST:PORT` of the other slots; a change rewrites the upstream file."""
     selection_dir: str = ""
@@ -48,6 +50,9 @@ class Router(pulumi.ComponentResource):
                 args.upstream_file,  # the upstream moved: write the new file
                 args.upstream_name,
                 args.selection_dir,  # the selection moved: write it there
+                # The live container was re-created (staging's deploy; production's live
+                # slot is protected, so its ID changes only when it is first created).
+                args.live_container,
             ],
             logging=local.Logging.STDOUT_AND_STDERR,
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),

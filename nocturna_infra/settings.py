@@ -207,7 +207,13 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "Process and thread limit (RLIMIT_NPROC) of the service's user, uid 1000, counted over "
         "every process of that uid on the host; stops a fork bomb before it exhausts PIDs.",
     ),
-    ConfigKey("env", "object", {}, "Extra environment variables (name -> value) for the service."),
+    ConfigKey(
+        "env",
+        "object",
+        {},
+        "Extra environment variables (name -> value) for the service. Set with --secret "
+        "(pulumi config set --secret --path env.NAME value) to keep every env value secret.",
+    ),
     ConfigKey(
         "puppeteerExecutablePath",
         "string",
@@ -266,7 +272,7 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "string",
         "",
         "Stack whose outputs hold the previous deployment (which image each slot runs). "
-        "Empty: this stack itself, organization/<project>/<stack>.",
+        "Empty: this stack itself, by its bare name (resolves in every backend).",
     ),
 )
 
@@ -302,6 +308,8 @@ LINUX_PLATFORMS: Final = (
 )
 UPSTREAM_NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9_.-]+$")
 URL_PATH_PATTERN: Final = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$")
+# Keys whose values may be set with `--secret` and are then carried as secrets end to end.
+SECRET_CAPABLE: Final = frozenset({"apiKey", "env"})
 MANAGED_ENV: Final = frozenset(
     {"NODE_ENV", "PORT", "HOST", "DEPLOYMENT_SLOT", "PUPPETEER_EXECUTABLE_PATH", "API_KEY"}
 )
@@ -382,6 +390,8 @@ class Settings:
     router: RouterSettings
     state_stack: str
     api_key: pulumi.Input[str]
+    env_secret: bool = False
+    """`env` was set with --secret: its values never go into plain inputs or outputs."""
 
     @property
     def slots(self) -> tuple[Slot, ...]:
@@ -403,13 +413,19 @@ class Settings:
                 "production without it. Run `pulumi config set --secret apiKey <key>`."
             )
             raise ConfigError(msg)
-        stack = pulumi.get_stack()
         return parse_settings(
             raw,
             api_key=api_key,
             namespace=cfg.name,
-            default_state_stack=f"organization/{pulumi.get_project()}/{stack}",
+            # A bare stack name resolves in every backend (the self-managed backend's
+            # project and legacy layouts, Pulumi Cloud): see README, "How it remembers".
+            default_state_stack=pulumi.get_stack(),
             project_dir=project_dir or Path.cwd(),
+            secret_keys=frozenset(
+                key.name
+                for key in CONFIG_SCHEMA
+                if pulumi.runtime.is_config_secret(cfg.full_key(key.name))
+            ),
         )
 
 
@@ -427,10 +443,19 @@ def read_stack_file(project_dir: Path, stack: str) -> dict[str, str]:
     raw: dict[str, str] = {}
     for full_key, value in (config or {}).items():
         namespace, _, name = str(full_key).partition(":")
-        if namespace != PROJECT or (isinstance(value, dict) and "secure" in value):
+        if namespace != PROJECT or _holds_secret(value):
             continue
         raw[name] = value if isinstance(value, str) else json.dumps(value)
     return raw
+
+
+def _holds_secret(value: object) -> bool:
+    """A stack-file value is, or contains (`--secret --path env.X`), an encrypted secret."""
+    if isinstance(value, dict):
+        return "secure" in value or any(_holds_secret(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_secret(item) for item in value)
+    return False
 
 
 class _Reader:
@@ -513,14 +538,26 @@ def parse_settings(
     *,
     api_key: pulumi.Input[str],
     namespace: str = PROJECT,
-    default_state_stack: str = f"organization/{PROJECT}/production",
+    default_state_stack: str = "production",
     project_dir: Path | None,
+    secret_keys: frozenset[str] = frozenset(),
 ) -> Settings:
     """Validate raw config strings into Settings; raise ConfigError at the first problem.
 
     `project_dir` None skips the checks that build inputs exist (for tools that only read).
+    `secret_keys` names the keys set with `--secret`.
     """
     read = _Reader(raw, namespace)
+    for name in sorted(secret_keys - SECRET_CAPABLE):
+        read.fail(
+            name,
+            "is set with --secret, but its value would be shown in plain text in the stack's "
+            "outputs, resource inputs and previews"
+            + (" and kept in the image history (docker history)" if name == "buildArgs" else ""),
+            "[secret]",
+            f"Set it without --secret (`pulumi config set {name} ...`); keep secrets in apiKey "
+            "or env (`pulumi config set --secret --path env.NAME value`), which stay secret.",
+        )
     environment = Environment(read.choice("environment", tuple(e.value for e in Environment)))
     active_slot = Slot(read.choice("activeSlot", tuple(s.value for s in PRODUCTION_SLOTS)))
     if environment is Environment.STAGING and active_slot is not Slot.BLUE:
@@ -598,10 +635,11 @@ def parse_settings(
         state_stack=read.matching(
             "stateStack",
             STACK_NAME_PATTERN,
-            "empty or a stack name such as organization/<project>/<stack>",
+            "empty or a stack name such as production or organization/<project>/<stack>",
         )
         or default_state_stack,
         api_key=api_key,
+        env_secret="env" in secret_keys,
     )
 
 

@@ -98,6 +98,8 @@ class Recorder(pulumi.runtime.Mocks):
         self.resources: dict[str, pm.MockResourceArgs] = {}
         self.registered: list[pm.MockResourceArgs] = []
         self.calls: list[pm.MockCallArgs] = []
+        self.monitor: OptionCapturingMonitor | None = None
+        """The monitor of the current run: the options of each request, by logical name."""
 
     def new_resource(self, args: pm.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         self.registered.append(args)
@@ -129,6 +131,8 @@ class OptionCapturingMonitor(pm.MockMonitor):
         self.requests: dict[str, Any] = {}
         self._urns: set[str] = set()
         self._lock = threading.Lock()
+        if isinstance(mocks, Recorder):
+            mocks.monitor = self
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         if request.type != "pulumi:pulumi:Stack":

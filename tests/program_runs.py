@@ -52,6 +52,12 @@ class ProgramMocks(harness.Recorder):
                 args.inputs["name"], self.previous_exports, SECRET_OUTPUTS
             )
             return args.name, state
+        if args.typ == "docker:index/container:Container":
+            # Docker gives a re-created container a new ID; a new image always re-creates.
+            self.registered.append(args)
+            self.resources[args.name] = args
+            image = str(unsecret(args.inputs).get("image", ""))
+            return f"{args.name}-{image.removeprefix('sha256:')[:12]}", dict(args.inputs)
         return super().new_resource(args)
 
 
@@ -64,6 +70,7 @@ def run_program(
     preview: bool = False,
     stack: str = "production",
     mocks: ProgramMocks | None = None,
+    secret_keys: tuple[str, ...] = ("apiKey",),
 ) -> MockedRun:
     recorder = mocks or ProgramMocks(image_id, previous.exports if previous else None)
     return harness.run(
@@ -71,7 +78,7 @@ def run_program(
         dict(config),
         preview=preview,
         stack=stack,
-        secret_keys=["apiKey"],
+        secret_keys=secret_keys,
         mocks=recorder,
     )
 
@@ -90,4 +97,14 @@ def options_of(run: MockedRun, name: str) -> dict[str, Any]:
         "ignoreChanges": sorted(request.ignoreChanges),
         "parent": request.parent,
         "customTimeouts": str(request.customTimeouts),
+        "protect": request.protect,
     }
+
+
+def declared_dependencies(run: MockedRun, name: str) -> set[str]:
+    """Every URN a resource waits for: `depends_on` and the resources its inputs come from."""
+    request = run.monitor.requests[name]
+    urns = set(request.dependencies)
+    for dependencies in request.propertyDependencies.values():
+        urns |= set(dependencies.urns)
+    return urns

@@ -18,8 +18,11 @@ The translation from declared inputs to Docker is explicit (tests/engine_api.py,
 the provider read-back test, following the provider's create): an input it does not know
 fails loudly, never silently dropped. A failed run leaves the
 previous outputs, as the engine does, and a container whose health wait failed stays in
-place with its inputs recorded (the engine's "initialization error": the next run with the
-same inputs does not touch it again).
+place with its inputs recorded (the engine's "initialization error"). Resource options
+are honoured as the engine's step generator does (pkg/resource/deploy/step_generator.go):
+the next run with the same inputs re-creates such a container only if its
+`replace_on_changes` holds `#initerror` (otherwise an empty update accepts it), and a
+replacement of a resource protected in its old and new state fails the run.
 
 Run it: `venv/bin/python -m tests.rehearsal` (prints the per-step table).
 """
@@ -71,6 +74,9 @@ class Applied:
     inputs: dict[str, Any]
     id: str
     outputs: dict[str, Any]
+    init_failed: bool = False
+    """Created, but its health wait failed (the engine's initialization error)."""
+    protected: bool = False
 
 
 @dataclass
@@ -110,13 +116,31 @@ class ApplyingMocks(harness.Recorder):
             raise UnsupportedInputError(msg)
         inputs = unsecret(dict(args.inputs))
         previous = self.backend.resources.get(args.name)
+        request = self.monitor.requests.get(args.name) if self.monitor else None
+        protect = bool(request is not None and request.protect)
+        on_init_error = request is not None and "#initerror" in request.replaceOnChanges
         # The provider hashes an image's build context into its inputs, so unchanged inputs
         # do not mean an unchanged image: always build (BuildKit's cache makes it cheap).
         unchanged = previous is not None and previous.inputs == inputs
         if unchanged and args.typ != "docker:index/image:Image":
-            return previous.id, previous.outputs
-        resource_id, outputs = appliers[args.typ](args.name, inputs)
-        self.backend.resources[args.name] = Applied(inputs, resource_id, outputs)
+            assert previous is not None
+            if not (previous.init_failed and on_init_error):
+                previous.init_failed = False  # the engine's empty update accepts it
+                previous.protected = protect
+                return previous.id, previous.outputs
+        if previous is not None and previous.protected and protect:
+            msg = (
+                f'unable to replace resource "{args.name}" as it is currently marked for protection'
+            )
+            raise ApplyError(msg)
+        try:
+            resource_id, outputs = appliers[args.typ](args.name, inputs)
+        except ApplyError:
+            failed = self.backend.resources.get(args.name)
+            if failed is not None and failed is not previous:
+                failed.init_failed, failed.protected = True, protect
+            raise
+        self.backend.resources[args.name] = Applied(inputs, resource_id, outputs, False, protect)
         return resource_id, outputs
 
     def _network(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -500,7 +524,8 @@ class Rehearsal:
                     self.production, self.nginx)  # fmt: skip
 
         # 5. A broken v3 (health 503): the deploy fails its health wait; a retried `up`
-        # passes (Pulumi does not re-check health), but the switch's own probe refuses.
+        # re-creates the standby (`#initerror`) and fails again. No failed run is recorded,
+        # so a switch to green then restores green to its recorded v2 before routing to it.
         set_release(self.service, "3.0.0", healthy=False)
         with under_load(self.nginx, self.workdir) as figures:
             up = self._up(activeSlot="blue")
@@ -510,16 +535,40 @@ class Rehearsal:
         with under_load(self.nginx, self.workdir) as figures:
             up = self._up(activeSlot="blue")
         problems = self.untouched("blue", blue_v1, self.slot_states(self.production))
-        if up.mocks.replaced:
-            problems.append(f"the retried deploy replaced {up.mocks.replaced}")
-        self.record("5b retry the deploy", "ok", up, figures, problems,
-                    self.production, self.nginx)  # fmt: skip
+        if up.mocks.replaced != ["nocturna-rehearsal-green-container"]:
+            problems.append(f"the retried deploy replaced {up.mocks.replaced}, expected green")
+        self.record("5b retry the deploy", "failed to be in healthy state", up, figures,
+                    problems, self.production, self.nginx)  # fmt: skip
         with under_load(self.nginx, self.workdir) as figures:
             up = self._up(activeSlot="green")
-        problems = self.untouched("blue", blue_v1, self.slot_states(self.production))
-        if not served_version(self.nginx).startswith("blue v1.0.0"):
-            problems.append(f"a refused switch moved traffic: {served_version(self.nginx)}")
-        self.record("5c switch to broken green", "green not healthy", up, figures,
+        states = self.slot_states(self.production)
+        problems = self.untouched("blue", blue_v1, states)
+        if up.mocks.replaced != ["nocturna-rehearsal-green-container"]:
+            problems.append(f"the switch replaced {up.mocks.replaced}, expected green (v3 -> v2)")
+        if states["green"] is None or states["green"]["Image"] != green_v2["Image"]:
+            problems.append("green does not run its recorded v2 image")
+        if not served_version(self.nginx).startswith("green v2.0.0"):
+            problems.append(f"after the switch Nginx serves {served_version(self.nginx)}")
+        self.record("5c switch to green (recorded v2)", "ok", up, figures,
+                    problems, self.production, self.nginx)  # fmt: skip
+
+        # 5d. The provider reads the live slot back in another form than declared (here the
+        # daemon's extra log option, issue 9 finding 2): a replacement the engine refuses,
+        # as green is protected in its old and new state. Nothing changes; green serves on.
+        set_release(self.service, "2.0.0")  # the cached v2 build: nothing new for blue
+        green_before = self.slot_states(self.production)["green"]
+        applied = self.production.resources.get("nocturna-rehearsal-green-container")
+        if applied is None:  # 5c failed; its outcome already says why
+            return
+        applied.inputs["logOpts"] = {**applied.inputs["logOpts"], "compress": "true"}
+        with under_load(self.nginx, self.workdir) as figures:
+            up = self._up(activeSlot="green")
+        states = self.slot_states(self.production)
+        problems = self.untouched("green", green_before, states)
+        problems += self.untouched("blue", blue_v1, states)
+        if up.mocks.replaced:
+            problems.append(f"the refused run replaced {up.mocks.replaced}")
+        self.record("5d provider diff on live green", "marked for protection", up, figures,
                     problems, self.production, self.nginx)  # fmt: skip
         self.nginx.stop()
 

@@ -5,6 +5,7 @@ import pytest
 from nocturna_infra.deployment import (
     RecordedState,
     SlotAction,
+    is_protected,
     plan_actions,
     release_fingerprint,
     routing_conflict,
@@ -142,3 +143,41 @@ def test_routing_conflict_message_names_both_ways_out() -> None:
         "made by hand), run `pulumi config set activeSlot green`; otherwise switch back with "
         "`python -m nocturna_infra.switch` first."
     )
+
+
+@pytest.mark.parametrize(
+    ("action", "slot", "active", "protected"),
+    [
+        pytest.param(SlotAction.FROZEN, Slot.BLUE, Slot.BLUE, True, id="live"),
+        pytest.param(SlotAction.FROZEN, Slot.GREEN, Slot.BLUE, True, id="switch-old-live"),
+        pytest.param(SlotAction.DEPLOY, Slot.BLUE, Slot.BLUE, True, id="live-first-created"),
+        pytest.param(SlotAction.DEPLOY, Slot.GREEN, Slot.BLUE, False, id="standby-created"),
+        pytest.param(SlotAction.DEPLOY_IF_NEW, Slot.GREEN, Slot.BLUE, False, id="standby"),
+        pytest.param(SlotAction.DEPLOY_IF_NEW, Slot.STAGING, None, False, id="staging"),
+        pytest.param(SlotAction.DEPLOY, Slot.STAGING, None, False, id="staging-created"),
+    ],
+)
+def test_only_slots_that_must_stay_are_protected(
+    action: SlotAction, slot: Slot, active: Slot | None, protected: bool
+) -> None:
+    assert is_protected(action, slot, active) is protected
+
+
+def test_fingerprint_without_secret_env_keeps_the_value_existing_records_hold() -> None:
+    assert release_fingerprint({Slot.BLUE: BLUE_ARGS}, "k") == release_fingerprint(
+        {Slot.BLUE: BLUE_ARGS}, "k", {}
+    )
+    assert release_fingerprint({Slot.BLUE: BLUE_ARGS}, "k") != release_fingerprint(
+        {Slot.BLUE: BLUE_ARGS}, "k", {"DB": "pw"}
+    )
+
+
+def test_secret_env_round_trips_from_outputs() -> None:
+    state = RecordedState.from_outputs(
+        {"version": 1, "liveSlot": "blue", "slots": {"blue": BLUE_ARGS}},
+        {"release": "r", "apiKeys": {"blue": "a"}, "secretEnv": {"blue": {"Z": "2", "DB": "pw"}}},
+    )
+
+    assert state is not None
+    assert state.secret_env == {Slot.BLUE: {"DB": "pw", "Z": "2"}}
+    assert list(state.secret_env[Slot.BLUE]) == ["DB", "Z"]

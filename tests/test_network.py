@@ -5,7 +5,7 @@ import harness
 from nocturna_infra.network import ServiceNetwork, ServiceNetworkArgs
 
 
-def test_network_has_a_fixed_name_and_is_replaced_delete_first() -> None:
+def test_network_has_a_fixed_name_and_is_protected() -> None:
     run = harness.run(
         lambda: ServiceNetwork(
             "svc", ServiceNetworkArgs(name="nocturna-network", environment="production")
@@ -20,4 +20,6 @@ def test_network_has_a_fixed_name_and_is_replaced_delete_first() -> None:
         "labels": [{"label": "com.nocturna.environment", "value": "production"}],
     }
     assert run.monitor.requests["svc-network"].deleteBeforeReplace is True
+    # The live container is attached to it: the engine refuses to replace it.
+    assert run.monitor.requests["svc-network"].protect is True
     assert run.monitor.requests["svc"].type == "nocturna:index:ServiceNetwork"

@@ -7,6 +7,7 @@ compare every resource's recorded inputs and options: what differs is what a rea
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from program_runs import (
     IMAGE_V2,
     ProgramMocks,
     base_config,
+    declared_dependencies,
     inputs_of,
     make_project,
     options_of,
@@ -28,7 +30,7 @@ from program_runs import (
 from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.sync_await import _sync_await
 
-from nocturna_infra.program import DriftError
+from nocturna_infra.program import DriftError, RecordError
 from nocturna_infra.settings import ConfigError
 from nocturna_infra.traffic.upstream import render_upstream
 
@@ -43,8 +45,16 @@ def project(tmp_path: Path) -> Path:
     return make_project(tmp_path)
 
 
+# Options that never cause a step by themselves: the engine decides create/update/replace
+# from the inputs' diff (step_generator.go, continueStepsFromDiff); a changed `protect` or
+# dependency list is written to the state by a `same` step. Each flow's exact values of
+# these are asserted by test_resource_options_in_every_flow.
+STATE_ONLY_OPTIONS = {"dependencies", "protect", "replaceOnChanges"}
+
+
 def changes(before: MockedRun, after: MockedRun) -> dict[str, list[str]]:
-    """Per resource, the inputs and options that differ between two runs."""
+    """Per resource, the inputs and options that differ between two runs: what a real
+    `pulumi up` would change."""
     changed: dict[str, list[str]] = {}
     names = set(before.monitor.requests) | set(after.monitor.requests)
     for name in sorted(names):
@@ -54,7 +64,11 @@ def changes(before: MockedRun, after: MockedRun) -> dict[str, list[str]]:
         old, new = inputs_of(before, name), inputs_of(after, name)
         keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
         old_opts, new_opts = options_of(before, name), options_of(after, name)
-        keys += [f"option:{k}" for k in sorted(old_opts) if old_opts[k] != new_opts[k]]
+        keys += [
+            f"option:{k}"
+            for k in sorted(old_opts)
+            if old_opts[k] != new_opts[k] and k not in STATE_ONLY_OPTIONS
+        ]
         if keys:
             changed[name] = keys
     return changed
@@ -216,7 +230,11 @@ def test_staging_runs_one_container_routed_on_3013(project: Path) -> None:
     assert containers == ["nocturna-chart-staging-container"]
     assert upstream_target(first) == ["staging", "127.0.0.1:3013"]
     assert "standbySlot" not in first.exports
-    assert changes(first, deploy) == {"nocturna-chart-staging-container": ["image"]}
+    # The router runs again for the new container: the probe gates staging traffic too.
+    assert changes(first, deploy) == {STAGING: ["image"], SWITCH: ["triggers"]}
+    assert inputs_of(deploy, SWITCH)["triggers"][4] == f"{STAGING}-{'2' * 12}"
+    assert changes(deploy, run_program(project, config, previous=deploy, image_id=IMAGE_V2,
+                                       stack="staging")) == {}  # fmt: skip
 
 
 def test_missing_api_key_stops_before_any_resource(project: Path) -> None:
@@ -251,13 +269,113 @@ def test_api_key_appears_only_inside_secrets(project: Path) -> None:
     assert _sync_await(secrets_output.is_secret()) is True
 
 
-def test_slot_containers_are_replaced_stop_first(project: Path) -> None:
-    run = run_program(project, base_config())
+STAGING = "nocturna-chart-staging-container"
+STAGING_CONFIG = {
+    "environment": "staging",
+    "upstreamFile": "/etc/nginx/upstreams/nocturna-img-staging.conf",
+    "upstreamName": "nocturna-img-staging",
+}
 
+
+def waits_for_the_image(run: MockedRun, name: str) -> bool:
+    return any(
+        "ServiceImage" in urn or urn.endswith("::nocturna-chart-image")
+        for urn in declared_dependencies(run, name)
+    )
+
+
+def slot_options(run: MockedRun) -> dict[str, tuple[bool, bool, bool]]:
+    """Per container: (protected, re-created after a failed health wait, waits for the image)."""
+    return {
+        name: (
+            options_of(run, name)["protect"],
+            "#initerror" in options_of(run, name)["replaceOnChanges"],
+            waits_for_the_image(run, name),
+        )
+        for name, args in run.mocks.resources.items()
+        if args.typ == "docker:index/container:Container"
+    }
+
+
+PROTECTED = (True, False, False)  # frozen: kept as recorded, never replaced, no build
+PROTECTED_NEW = (True, False, True)  # the live slot as it is first created
+MAY_CHANGE = (False, True, True)  # may take the release; re-created if its health failed
+
+
+@pytest.mark.parametrize(
+    ("ups", "expected"),
+    [
+        pytest.param([("blue", IMAGE_V1)], {BLUE: PROTECTED_NEW, GREEN: MAY_CHANGE},
+                     id="first-deploy"),
+        pytest.param([("green", IMAGE_V1)], {BLUE: MAY_CHANGE, GREEN: PROTECTED_NEW},
+                     id="first-deploy-green"),
+        pytest.param([("blue", IMAGE_V1), ("blue", IMAGE_V2)],
+                     {BLUE: PROTECTED, GREEN: MAY_CHANGE}, id="deploy"),
+        pytest.param([("blue", IMAGE_V1), ("blue", IMAGE_V1)],
+                     {BLUE: PROTECTED, GREEN: MAY_CHANGE}, id="no-op"),
+        pytest.param([("blue", IMAGE_V1), ("green", IMAGE_V2)],
+                     {BLUE: PROTECTED, GREEN: PROTECTED}, id="switch"),
+        pytest.param([("blue", IMAGE_V1), ("green", IMAGE_V1), ("blue", IMAGE_V2)],
+                     {BLUE: PROTECTED, GREEN: PROTECTED}, id="rollback"),
+        pytest.param([("blue", IMAGE_V1), ("green", IMAGE_V1), ("green", IMAGE_V2)],
+                     {BLUE: MAY_CHANGE, GREEN: PROTECTED}, id="deploy-after-switch"),
+    ],
+)  # fmt: skip
+def test_resource_options_in_every_flow(
+    project: Path, ups: list[tuple[str, str]], expected: dict[str, tuple[bool, bool, bool]]
+) -> None:
+    run = history(project, *ups)[-1]
+
+    assert slot_options(run) == expected
     for name in (BLUE, GREEN):
-        options = options_of(run, name)
-        assert options["deleteBeforeReplace"] is True
-        assert options["replaceOnChanges"] == ["healthcheck", "init", "tmpfs"]
+        assert options_of(run, name)["deleteBeforeReplace"] is True
+        replace_on = options_of(run, name)["replaceOnChanges"]
+        assert sorted(set(replace_on) - {"#initerror"}) == ["healthcheck", "init", "tmpfs"]
+    assert options_of(run, "nocturna-chart-network")["protect"] is True
+    assert options_of(run, SWITCH)["protect"] is False
+
+
+def test_staging_container_is_never_protected(project: Path) -> None:
+    config = base_config(**STAGING_CONFIG)
+    first = run_program(project, config, stack="staging")
+    deploy = run_program(project, config, previous=first, image_id=IMAGE_V2, stack="staging")
+
+    assert slot_options(first) == {STAGING: MAY_CHANGE}
+    assert slot_options(deploy) == {STAGING: MAY_CHANGE}
+
+
+@pytest.mark.parametrize("flow", ["switch", "rollback"])
+def test_switch_and_rollback_never_wait_for_the_build(project: Path, flow: str) -> None:
+    ups = [("blue", IMAGE_V1), ("blue", IMAGE_V2), ("green", IMAGE_V3)]
+    if flow == "rollback":
+        ups.append(("blue", IMAGE_V3))
+    run = history(project, *ups)[-1]
+
+    waiting = [
+        name
+        for name, args in run.mocks.resources.items()
+        if args.typ in {"docker:index/container:Container", "command:local:Command"}
+        or args.typ.startswith("nocturna:index:SlotContainer")
+        or args.typ == "nocturna:index:Router"
+        if waits_for_the_image(run, name)
+    ]
+    assert waiting == []
+
+
+def test_preview_of_a_switch_runs_the_router_while_the_build_is_unknown(project: Path) -> None:
+    first = run_program(project, base_config())
+    unknown_build = ProgramMocks(IMAGE_V1, first.exports)
+    unknown_build.computed = {}  # the service checkout changed: its image ID is unknown
+    preview = run_program(
+        project, base_config(activeSlot="green"), preview=True, mocks=unknown_build
+    )
+
+    router = inputs_of(preview, SWITCH)
+    assert not any(isinstance(value, pulumi.output.Unknown) for value in router["triggers"])
+    assert "--slot green --upstream-file" in router["create"]
+    assert router["triggers"][:2] == ["green", "127.0.0.1:3012"]
+    assert not waits_for_the_image(preview, SWITCH)
+    assert changes(first, preview) == {SWITCH: ["create", "triggers"]}
 
 
 def test_outputs_tell_the_operator_where_everything_is(project: Path) -> None:
@@ -343,5 +461,98 @@ def test_the_router_passes_every_slots_server_and_the_selection_dir(project: Pat
     assert inputs_of(run, SWITCH)["triggers"] == [
         "blue", "127.0.0.1:3014", "green=127.0.0.1:3012",
         "/etc/nginx/upstreams/nocturna-img-production.conf", "nocturna-img-production",
-        "/run/nocturna",
+        "/run/nocturna", "nocturna-chart-blue-container_id",
     ]  # fmt: skip
+
+
+SECRET_ENV = '{"DB_PASSWORD": "hunter2-very-secret", "LOG_LEVEL": "debug"}'
+
+
+def test_secret_env_stays_secret_in_every_input_and_output(project: Path) -> None:
+    config = base_config(env=SECRET_ENV)
+    first = run_program(project, config, secret_keys=("apiKey", "env"))
+    again = run_program(project, config, previous=first, secret_keys=("apiKey", "env"))
+
+    for run in (first, again):
+        for name, args in run.mocks.resources.items():
+            for key, value in args.inputs.items():
+                if "hunter2" in repr(value):
+                    assert (name, key) in {(BLUE, "envs"), (GREEN, "envs")}
+                    assert is_secret(value)
+        public = {k: v for k, v in run.exports.items() if k != "deploymentSecrets"}
+        assert "hunter2" not in repr(public)
+        assert "DB_PASSWORD=hunter2-very-secret" in inputs_of(run, BLUE)["envs"]
+        assert "DB_PASSWORD=hunter2-very-secret" in inputs_of(run, GREEN)["envs"]
+    # The live slot is re-declared from the secret record, unchanged.
+    assert changes(first, again) == {}
+
+
+def test_secret_env_change_rolls_to_the_standby_only(project: Path) -> None:
+    first = run_program(project, base_config(env=SECRET_ENV), secret_keys=("apiKey", "env"))
+    rotated = run_program(
+        project,
+        base_config(env='{"DB_PASSWORD": "rotated-password-2", "LOG_LEVEL": "debug"}'),
+        previous=first,
+        secret_keys=("apiKey", "env"),
+    )
+
+    assert changes(first, rotated) == {GREEN: ["envs"]}
+    assert "DB_PASSWORD=rotated-password-2" in inputs_of(rotated, GREEN)["envs"]
+    assert "DB_PASSWORD=hunter2-very-secret" in inputs_of(rotated, BLUE)["envs"]
+
+
+def test_secret_build_args_are_refused_before_any_resource(project: Path) -> None:
+    mocks = ProgramMocks(IMAGE_V1, None)
+
+    with pytest.raises(ConfigError) as caught:
+        run_program(project, base_config(buildArgs='{"NPM_TOKEN": "t0ken"}'), mocks=mocks,
+                    secret_keys=("apiKey", "buildArgs"))  # fmt: skip
+    assert str(caught.value) == (
+        "nocturna-infra:buildArgs: is set with --secret, but its value would be shown in plain "
+        "text in the stack's outputs, resource inputs and previews and kept in the image history "
+        "(docker history); got '[secret]'. Set it without --secret (`pulumi config set "
+        "buildArgs ...`); keep secrets in apiKey or env (`pulumi config set --secret --path "
+        "env.NAME value`), which stay secret."
+    )
+    assert mocks.registered == []
+
+
+def test_state_is_read_from_the_bare_stack_name(project: Path) -> None:
+    run = run_program(project, base_config(), stack="production")
+
+    assert inputs_of(run, "previous-deployment")["name"] == "production"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        pytest.param("privileged", True, "slot blue: recorded argument 'privileged' is not one "
+                     "nocturna-infra declares for a container", id="privileged"),
+        pytest.param("volumes", [{"host_path": "/", "container_path": "/host"}], "slot blue: "
+                     "recorded argument 'volumes' is not one nocturna-infra declares for a "
+                     "container", id="root-volume"),
+        pytest.param("user", "root", "slot blue: recorded argument 'user' is not one "
+                     "nocturna-infra declares for a container", id="user-root"),
+        pytest.param("capabilities", {"adds": ["SYS_ADMIN"], "drops": ["ALL"]}, "slot blue: "
+                     "recorded capabilities is {'adds': ['SYS_ADMIN'], 'drops': ['ALL']}, but "
+                     "this run declares {'drops': ['ALL']}", id="capabilities"),
+    ],
+)  # fmt: skip
+def test_a_tampered_record_is_refused_before_any_container(
+    project: Path, key: str, value: Any, problem: str
+) -> None:
+    first = run_program(project, base_config())
+    tampered = copy.deepcopy(first.exports)
+    tampered["deployment"]["slots"]["blue"][key] = value
+    mocks = ProgramMocks(IMAGE_V1, tampered)
+
+    with pytest.raises(RecordError) as caught:
+        run_program(project, base_config(), mocks=mocks)
+    assert str(caught.value) == (
+        f"stack production, output `deployment`: {problem}. Refusing to declare a container "
+        "from it. If you changed that setting on purpose, set it back: it cannot change under "
+        "a kept slot. Otherwise the state was written outside nocturna-infra: compare `pulumi "
+        "stack output deployment --json` with `python -m nocturna_infra.status` and restore a "
+        "trusted state (`pulumi stack import`)."
+    )
+    assert [args.typ for args in mocks.registered] == ["pulumi:pulumi:StackReference"]

@@ -136,7 +136,8 @@ def test_blue_green_cycle_on_real_docker_and_nginx_under_load(
         "4 rollback to blue",
         "5a deploy broken v3",
         "5b retry the deploy",
-        "5c switch to broken green",
+        "5c switch to green (recorded v2)",
+        "5d provider diff on live green",
         "6 staging deploy (3013)",
     ]
     assert [problem for result in results for problem in result.problems] == []

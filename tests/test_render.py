@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -254,3 +255,16 @@ def test_memory_swap_equals_memory_so_the_service_never_swaps(project: Path) -> 
     args = render.container_args(settings_for(project, memoryMb="2048"), Slot.GREEN, IMAGE)
 
     assert (args["memory"], args["memory_swap"]) == (2048, 2048)
+
+
+def test_secret_env_goes_only_to_the_secret_variables(project: Path) -> None:
+    settings = dataclasses.replace(
+        settings_for(project), env={"DB_PASSWORD": "pw", "A": "1"}, env_secret=True
+    )
+
+    args = render.container_args(settings, Slot.GREEN, IMAGE)
+    assert not [env for env in args["envs"] if "pw" in env or env.startswith("A=")]
+    assert render.secret_env(settings) == {"A": "1", "DB_PASSWORD": "pw"}
+    plain = dataclasses.replace(settings, env_secret=False)
+    assert "DB_PASSWORD=pw" in render.container_args(plain, Slot.GREEN, IMAGE)["envs"]
+    assert render.secret_env(plain) == {}

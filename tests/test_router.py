@@ -10,6 +10,7 @@ ARGS = RouterArgs(
     upstream_file="/etc/nginx/upstreams/app.conf",
     upstream_name="app",
     live_server="127.0.0.1:3012",
+    live_container="c0ffee",
     standby_servers="blue=127.0.0.1:3014",
     selection_dir="/var/lib/nocturna/switch",
 )
@@ -29,6 +30,7 @@ def test_router_runs_the_switch_and_never_undoes_it() -> None:
             "/etc/nginx/upstreams/app.conf",
             "app",
             "/var/lib/nocturna/switch",
+            "c0ffee",
         ],
         "logging": "stdoutAndStderr",
     }

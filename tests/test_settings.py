@@ -368,7 +368,8 @@ def test_every_declared_key_has_a_default_or_is_secret() -> None:
         pytest.param(
             {"stateStack": "organization/nocturna infra/production"},
             "nocturna-infra:stateStack: must be empty or a stack name such as "
-            "organization/<project>/<stack>; got 'organization/nocturna infra/production'.",
+            "production or organization/<project>/<stack>; "
+            "got 'organization/nocturna infra/production'.",
             id="state-stack",
         ),
         pytest.param(
@@ -516,6 +517,9 @@ def test_stack_file_values_are_read_as_the_engine_sends_them(tmp_path: Path) -> 
         "    LOG_LEVEL: debug\n"
         "  nocturna-infra:apiKey:\n"
         "    secure: v1:abc\n"
+        "  nocturna-infra:buildArgs:\n"
+        "    TOKEN:\n"
+        "      secure: v1:def\n"
         "  docker:host: unix:///var/run/docker.sock\n"
     )
 
@@ -558,3 +562,31 @@ def test_loopback_bind_needs_no_opt_in(project: Path, address: str) -> None:
 @pytest.mark.parametrize("platform", ["linux/amd64", "linux/arm64", "linux/arm/v7"])
 def test_documented_linux_platforms_are_accepted(project: Path, platform: str) -> None:
     assert parse(project, platform=platform).image.platform == platform
+
+
+def test_a_key_that_cannot_stay_secret_is_refused_when_set_with_secret(project: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(
+            {**BASELINE, "verifyUrl": "http://127.0.0.1:8099/health"},
+            api_key="k",
+            project_dir=project,
+            secret_keys=frozenset({"apiKey", "verifyUrl"}),
+        )
+    assert str(caught.value) == (
+        "nocturna-infra:verifyUrl: is set with --secret, but its value would be shown in plain "
+        "text in the stack's outputs, resource inputs and previews; got '[secret]'. Set it "
+        "without --secret (`pulumi config set verifyUrl ...`); keep secrets in apiKey or env "
+        "(`pulumi config set --secret --path env.NAME value`), which stay secret."
+    )
+
+
+def test_secret_env_is_marked_so_it_is_kept_out_of_plain_values(project: Path) -> None:
+    settings = parse_settings(
+        {**BASELINE, "env": '{"DB_PASSWORD": "pw"}'},
+        api_key="k",
+        project_dir=project,
+        secret_keys=frozenset({"apiKey", "env"}),
+    )
+
+    assert settings.env_secret is True
+    assert settings.env == {"DB_PASSWORD": "pw"}
