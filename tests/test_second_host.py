@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import pytest
 
-from nocturna_infra.upstream import render_upstream
+from nocturna_infra.traffic.upstream import render_upstreams
 from tests.docker_host import BASE_IMAGE, TEST_LABEL, docker
 from tests.nginx_instance import UPSTREAM_NAME, NginxInstance
 from tests.second_host import SecondHost, get, host_processes, script, status, wait_http
@@ -195,9 +195,11 @@ def test_nginx_on_the_first_host_balances_across_both_hosts(
     nginx = NginxInstance(tmp_path, blue_port=port1, green_port=port1)
     nginx.write_config()
     servers = [f"127.0.0.1:{port1}", f"{second_host.address}:{port2}"]
+    # The live (blue) group lists one server per host; Nginx routes to it per the selection.
     nginx.upstream_file.write_text(
-        render_upstream(UPSTREAM_NAME, "blue", servers, datetime.now(UTC))
+        render_upstreams(UPSTREAM_NAME, {"blue": servers, "green": servers[:1]}, datetime.now(UTC))
     )
+    (nginx.selection_dir / f"{UPSTREAM_NAME}.blue").write_text("blue\n")
     nginx.start()
     try:
         answers = [get(nginx.url()) for _ in range(6)]
