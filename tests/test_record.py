@@ -87,7 +87,7 @@ def test_a_record_from_an_earlier_version_may_lack_a_key_that_is_not_security_re
         pytest.param({"tmpfs": {"/tmp": "rw,exec,size=256m",
                                 "/home/node/.config": TEMPLATE["tmpfs"]["/home/node/.config"]}},
                      "slot blue: recorded tmpfs['/tmp'] has the option 'exec', which this run "
-                     "does not set ('rw,nosuid,nodev,size=256m')", id="tmpfs-exec"),
+                     "does not set ('rw,nosuid,nodev,noexec,size=256m')", id="tmpfs-exec"),
         pytest.param({"tmpfs": {"/tmp": "rw,size=1m", "/": "rw"}},
                      "slot blue: recorded tmpfs is {'/': 'rw', '/tmp': 'rw,size=1m'}, but this "
                      "run mounts ['/home/node/.config', '/tmp']", id="tmpfs-mount-point"),
