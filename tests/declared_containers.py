@@ -19,7 +19,10 @@ from tests.engine_api import create_container, engine
 def registered_inputs(args: Mapping[str, Any], api_key: str = "k") -> dict[str, Any]:
     """The docker.Container inputs SlotContainer registers for render.container_args `args`."""
     run = harness.run(
-        lambda: SlotContainer("declared", SlotContainerArgs(container_args=args, api_key=api_key))
+        lambda: SlotContainer(
+            "declared",
+            SlotContainerArgs(container_args=args, secret_env={"API_KEY": api_key}),
+        )
     )
     inputs: dict[str, Any] = harness.unsecret(run.mocks.resources["declared-container"].inputs)
     return inputs
