@@ -26,7 +26,7 @@ from nocturna_infra.deployment import (
 )
 from nocturna_infra.image import ServiceImage, ServiceImageArgs
 from nocturna_infra.network import ServiceNetwork, ServiceNetworkArgs
-from nocturna_infra.record import recorded_slot_problem
+from nocturna_infra.record import in_read_back_form, recorded_slot_problem
 from nocturna_infra.router import Router, RouterArgs
 from nocturna_infra.settings import PROJECT, ConfigError, Environment, Settings
 from nocturna_infra.slot import Slot
@@ -210,7 +210,7 @@ def _declare_slots(
     )
     declared: dict[Slot, DeclaredSlot] = {}
     for slot, action in plan_actions(previous, settings.slots, active).items():
-        recorded = previous.slots.get(slot, {}) if previous else {}
+        recorded = in_read_back_form(previous.slots.get(slot, {})) if previous else {}
         recorded_key = previous.api_keys.get(slot) if previous else None
         recorded_secrets = (
             {"API_KEY": recorded_key, **previous.secret_env.get(slot, {})}

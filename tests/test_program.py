@@ -556,3 +556,21 @@ def test_a_tampered_record_is_refused_before_any_container(
         "trusted state (`pulumi stack import`)."
     )
     assert [args.typ for args in mocks.registered] == ["pulumi:pulumi:StackReference"]
+
+
+def test_a_live_slot_recorded_before_the_read_back_forms_is_declared_unchanged(
+    project: Path,
+) -> None:
+    config = base_config(cpus="1", healthIntervalSeconds="60", healthTimeoutSeconds="5")
+    first = run_program(project, config)
+    # What an earlier nocturna-infra recorded for the same container: "1" and "60s", while the
+    # provider's state holds the read-back "1.0" and "1m0s" (what `first` declared).
+    older = copy.deepcopy(first.exports)
+    for args in older["deployment"]["slots"].values():
+        args["cpus"] = "1"
+        args["healthcheck"]["interval"] = "60s"
+
+    again = run_program(project, config, mocks=ProgramMocks(IMAGE_V1, older))
+
+    assert inputs_of(again, BLUE)["cpus"] == "1.0"
+    assert changes(first, again) == {}
