@@ -62,13 +62,13 @@ class Handler(BaseHTTPRequestHandler):
         )
         mode = self.server.mode
         if mode == "render-error":
-            self._reply(500, b'{"success":false,"error":{"code":"RENDER_ERROR"}}')
+            self._reply(500, b'{"status":"error","error":{"code":"RENDER_ERROR"}}')
         elif mode == "echo-auth":  # a careless service quoting the request in its error
             self._reply(401, json.dumps({"error": f"bad header {auth}"}).encode())
         elif mode == "html":
             self._reply(200, b"<html>maintenance</html>", "text/html")
         else:
-            payload = {"success": True, "data": {"format": "png", "chart": PNG_B64}}
+            payload = {"status": "success", "data": {"image": PNG_B64, "format": "png"}}
             self._reply(200, json.dumps(payload).encode())
 
 
@@ -123,7 +123,7 @@ def test_render_error_names_check_status_and_first_bytes_of_body(server) -> None
     assert not result.ok
     assert result.describe() == (
         f"smoke check 'render' (POST {base(server)}/render) returned 500, expected 200: "
-        """'{"success":false,"error":{"code":"RENDER_ERROR"}}'"""
+        """'{"status":"error","error":{"code":"RENDER_ERROR"}}'"""
     )
 
 
@@ -149,13 +149,13 @@ def test_secret_echoed_by_the_service_is_masked_in_the_failure(server) -> None:
 def test_json_field_and_value_expectations(server) -> None:
     ok = render_check(expectJsonField="data.format", expectJsonValue="png")
     wrong = render_check(expectJsonField="data.format", expectJsonValue="svg")
-    absent = render_check(expectJsonField="data.image")
+    absent = render_check(expectJsonField="data.chart")
 
     results = [run_checks([c], base(server), {"API_KEY": "k"})[0] for c in (ok, wrong, absent)]
 
     assert [r.ok for r in results] == [True, False, False]
     assert results[1].detail == 'returned 200 with data.format="png", expected "svg"'
-    assert results[2].detail.startswith("returned 200 without JSON field 'data.image': ")
+    assert results[2].detail.startswith("returned 200 without JSON field 'data.chart': ")
 
 
 def test_unreachable_target_is_reported_without_raising() -> None:

@@ -32,7 +32,7 @@ function broken() {
 }
 
 function renderError(res) {
-  sendJson(res, 500, { success: false, error: { code: "RENDER_ERROR", message: "chart renderer failed" } });
+  sendJson(res, 500, { status: "error", error: { code: "RENDER_ERROR", message: "chart renderer failed" } });
 }
 
 function log(message, fields = {}) {
@@ -68,19 +68,20 @@ function render(req, res) {
     if (size <= MAX_BODY_BYTES) chunks.push(chunk);
   });
   req.on("end", () => {
-    if (size > MAX_BODY_BYTES) return sendJson(res, 413, { success: false, error: { code: "TOO_LARGE" } });
+    if (size > MAX_BODY_BYTES) return sendJson(res, 413, { status: "error", error: { code: "TOO_LARGE" } });
     let chart;
     try {
       chart = JSON.parse(Buffer.concat(chunks).toString("utf8"));
     } catch {
-      return sendJson(res, 400, { success: false, error: { code: "INVALID_JSON" } });
+      return sendJson(res, 400, { status: "error", error: { code: "VALIDATION_ERROR" } });
     }
     if (chart === null || typeof chart !== "object") {
-      return sendJson(res, 400, { success: false, error: { code: "INVALID_CHART" } });
+      return sendJson(res, 400, { status: "error", error: { code: "VALIDATION_ERROR" } });
     }
     // The failure mode of a release whose chart library did not install: /health says 200.
     if (release.renderOk === false) return renderError(res);
-    sendJson(res, 200, { success: true, data: { format: "png", chart: TINY_PNG_BASE64 }, version: release.version });
+    // The real service's shape: {"status":"success","data":{"image":<base64>,"format":"png",...}}.
+    sendJson(res, 200, { status: "success", data: { image: TINY_PNG_BASE64, format: "png" }, meta: { version: release.version } });
   });
 }
 
@@ -93,9 +94,9 @@ const server = http.createServer((req, res) => {
   }
   if (url.pathname === "/api/v2/chart/render") {
     if (req.method !== "POST") {
-      sendJson(res, 405, { success: false, error: { code: "METHOD_NOT_ALLOWED" } });
+      sendJson(res, 405, { status: "error", error: { code: "METHOD_NOT_ALLOWED" } });
     } else if (!authorized(req)) {
-      sendJson(res, 401, { success: false, error: { code: "UNAUTHORIZED" } });
+      sendJson(res, 401, { status: "error", error: { code: "AUTHENTICATION_ERROR" } });
     } else {
       render(req, res);
     }
