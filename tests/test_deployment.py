@@ -5,6 +5,7 @@ import pytest
 from nocturna_infra.deployment import (
     RecordedState,
     SlotAction,
+    after_switch_back,
     plan_actions,
     release_fingerprint,
     routing_conflict,
@@ -142,3 +143,34 @@ def test_routing_conflict_message_names_both_ways_out() -> None:
         "made by hand), run `pulumi config set activeSlot green`; otherwise switch back with "
         "`python -m nocturna_infra.switch` first."
     )
+
+
+def test_switch_back_by_the_watch_makes_the_restored_slot_the_recorded_live_one() -> None:
+    # The last run recorded green live; its watch switched back to blue, where Nginx routes.
+    previous = after_switch_back(recorded(Slot.GREEN), Slot.BLUE, (Slot.GREEN, Slot.BLUE))
+
+    assert previous is not None and previous.live_slot is Slot.BLUE
+    assert routing_conflict(Slot.BLUE, Slot.GREEN, previous) is None
+    # Blue serves traffic: frozen; asking for green again retries the switch only.
+    assert plan_actions(previous, PRODUCTION_SLOTS, Slot.GREEN) == {
+        Slot.BLUE: SlotAction.FROZEN,
+        Slot.GREEN: SlotAction.FROZEN,
+    }
+    assert plan_actions(previous, PRODUCTION_SLOTS, Slot.BLUE)[Slot.BLUE] is SlotAction.FROZEN
+
+
+@pytest.mark.parametrize(
+    ("routed", "switched_back"),
+    [
+        pytest.param(Slot.GREEN, (Slot.GREEN, Slot.BLUE), id="switched-again-since"),
+        pytest.param(Slot.BLUE, None, id="no-switch-back"),
+        pytest.param(Slot.BLUE, (Slot.BLUE, Slot.GREEN), id="other-direction"),
+        pytest.param(None, (Slot.GREEN, Slot.BLUE), id="routing-unknown"),
+    ],
+)
+def test_switch_back_record_changes_nothing_unless_it_explains_the_routing(
+    routed: Slot | None, switched_back: tuple[Slot, Slot] | None
+) -> None:
+    previous = recorded(Slot.GREEN)
+
+    assert after_switch_back(previous, routed, switched_back) == previous
