@@ -6,8 +6,10 @@ Run from the repository root (as root, with dockerd running or startable):
 
 Prints the `--no-cache` build time, the rebuild time after a code-only change and its ratio to
 the no-cache build (target: at most 5 %), the rebuild time after a lockfile change, and the
-final image size. `--no-cache` discards layer cache, not cache mounts, so the no-cache figure
-reuses the .debs and npm tarballs of earlier builds, as on a deploy host after its first build.
+final image size. `--no-cache` discards the layer cache and the cache mounts alike (BuildKit
+ignores cache mounts under --no-cache; tests/test_dockerfile.py shows it), so the no-cache
+figure downloads every .deb and npm package again: a cold build, as a host's very first one,
+and dependent on the mirror. It also replaces the warm cache mounts with what it downloaded.
 Images built here are removed at the end; the build cache stays.
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
@@ -27,7 +28,9 @@ from nocturna_infra.router import Router, RouterArgs
 from nocturna_infra.settings import PROJECT, ConfigError, Environment, Settings
 from nocturna_infra.slot import Slot
 from nocturna_infra.slot_container import SlotContainer, SlotContainerArgs
-from nocturna_infra.upstream import UpstreamParseError, parse_upstream
+from nocturna_infra.traffic.safe_files import UnsafeFileError
+from nocturna_infra.traffic.selection import nginx_choice, read_markers
+from nocturna_infra.traffic.upstream import UpstreamParseError, parse_upstream
 
 # The container argument that comes from the build rather than from settings.
 IMAGE_KEY: Final = "image"
@@ -52,13 +55,22 @@ class DriftError(pulumi.RunError):
 
 
 def routed_slot(settings: Settings) -> Slot | None:
-    """The slot the upstream file on this host routes to, if it can be told.
+    """The slot Nginx routes to on this host, if it can be told: the selection file the
+    switch maintains, else (a host not yet migrated) the single-group upstream file.
 
-    None when the file is absent (first deployment, or Pulumi running off the host, as in
-    a pull-request preview), unreadable, or routes to servers of no single slot.
+    None when neither exists (first deployment, or Pulumi running off the host, as in
+    a pull-request preview), they are unreadable, or the file routes to no single slot.
     """
+    router = settings.router
+    names = [slot.value for slot in settings.slots]
     try:
-        state = parse_upstream(Path(settings.router.upstream_file).read_text())
+        present = read_markers(Path(router.selection_dir), router.upstream_name, names)
+    except UnsafeFileError:
+        present = frozenset()
+    if present:
+        return Slot(nginx_choice(present, names, names[0]))
+    try:
+        state = parse_upstream(Path(router.upstream_file).read_text())
     except (OSError, UnicodeDecodeError, UpstreamParseError):
         return None
     by_server = {
@@ -129,16 +141,21 @@ def main(project_dir: Path | None = None) -> None:
 
     host_ports = {slot: _host_port(kwargs) for slot, kwargs in slot_kwargs.items()}
     live_port = host_ports[live]
+    all_ports = pulumi.Output.all(*(host_ports[slot] for slot in settings.slots)).apply(
+        lambda ports: dict(zip(settings.slots, ports, strict=True))
+    )
     router = Router(
         name,
         RouterArgs(
-            switch_command=live_port.apply(
-                lambda port: render.switch_command(settings, live, port)
+            switch_command=all_ports.apply(
+                lambda ports: render.switch_command(settings, live, ports)
             ),
             live_slot=live.value,
             upstream_file=settings.router.upstream_file,
             upstream_name=settings.router.upstream_name,
             live_server=live_port.apply(partial(render.slot_server, settings.bind_address)),
+            standby_servers=all_ports.apply(partial(_standby_servers, settings, live)),
+            selection_dir=settings.router.selection_dir,
             depends_on=list(containers.values()),
         ),
     )
@@ -184,6 +201,15 @@ def main(project_dir: Path | None = None) -> None:
                 "apiKeys": {slot.value: key for slot, key in api_keys.items()},
             }
         ),
+    )
+
+
+def _standby_servers(settings: Settings, live: Slot, ports: Mapping[Slot, int]) -> str:
+    """`slot=server` of every other slot: their groups are in the upstream file too."""
+    return " ".join(
+        f"{slot.value}={render.slot_server(settings.bind_address, port)}"
+        for slot, port in ports.items()
+        if slot is not live
     )
 
 

@@ -8,18 +8,41 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
+from collections.abc import Mapping
 from typing import Any, Final
 
+from nocturna_infra.provider_form import go_duration
 from nocturna_infra.settings import Settings
 from nocturna_infra.slot import Slot
 
 SERVICE_LABEL: Final = "chart-service"
 LABEL_PREFIX: Final = "com.nocturna"
-# Node one-liner, so the health check needs no curl in the image.
+# Node one-liner, so the health check needs no curl in the image. The path is the script's
+# argument (process.argv[1] under `node -e`), never part of the code.
 HEALTHCHECK_SCRIPT: Final = (
-    "require('http').get('http://127.0.0.1:{port}{path}',"
+    "require('http').get({{host:'127.0.0.1',port:{port},path:process.argv[1]}},"
     "r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1))"
 )
+# Every option the daemon could merge in, given: the json-file driver's, the generic `mode`
+# and the dual-logging `cache-*` ones (inert for json-file, which reads its own files). The
+# daemon adds daemon.json `log-opts` only where a container leaves an option unset, and the
+# provider reads the merged map back (log_opts replaces on change). `max-buffer-size` cannot
+# be given in blocking mode: a daemon.json that sets it makes the create fail loudly.
+LOG_OPTS_FIXED: Final = {
+    "compress": "false",
+    "mode": "blocking",
+    "tag": "{{.Name}}",
+    "labels": f"{LABEL_PREFIX}.slot",
+    "labels-regex": "^com\\.nocturna\\.slot$",
+    "env": "DEPLOYMENT_SLOT",
+    "env-regex": "^DEPLOYMENT_SLOT$",
+    "cache-disabled": "true",
+    "cache-max-size": "20m",
+    "cache-max-file": "5",
+    "cache-compress": "true",
+}
+# Tmpfs options: nothing in the service executes from its writable paths.
+TMPFS_OPTIONS: Final = "rw,nosuid,nodev,noexec"
 
 
 def container_name(service: str, slot: Slot) -> str:
@@ -45,14 +68,16 @@ def slot_url(bind_address: str, port: int, path: str) -> str:
 
 
 def healthcheck_test(app_port: int, path: str) -> list[str]:
-    return ["CMD", "node", "-e", HEALTHCHECK_SCRIPT.format(port=app_port, path=path)]
+    return ["CMD", "node", "-e", HEALTHCHECK_SCRIPT.format(port=int(app_port)), path]
 
 
 def container_args(settings: Settings, slot: Slot, image: str) -> dict[str, Any]:
     """Keyword arguments of the slot's docker.Container, except the secret API_KEY.
 
     JSON-able on purpose: the program stores them in stack outputs, so a live slot can be
-    re-declared with exactly the arguments it was created with.
+    re-declared with exactly the arguments it was created with. Every value is in the form
+    the docker provider reads back from Docker (tests/test_provider_readback.py proves it on
+    a real daemon), so an unchanged slot never shows a diff.
     """
     limits = settings.limits
     health = settings.health
@@ -89,13 +114,18 @@ def container_args(settings: Settings, slot: Slot, image: str) -> dict[str, Any]
         "restart": "unless-stopped",
         "memory": limits.memory_mb,
         "memory_reservation": limits.memory_reservation_mb,
+        # Equal to memory: no swap. Unset, Docker records twice the memory and the provider
+        # shows an update on every run.
+        "memory_swap": limits.memory_mb,
         "cpus": limits.cpus,
         "shm_size": limits.shm_size_mb,
         "tmpfs": {
-            "/tmp": f"rw,nosuid,nodev,size={limits.tmpfs_size_mb}m",
+            "/tmp": f"{TMPFS_OPTIONS},size={limits.tmpfs_size_mb}m",
             # Chromium's profile directory: owned by the image's `node` user (uid 1000).
-            "/home/node/.config": "rw,nosuid,nodev,noexec,size=16m,uid=1000,gid=1000,mode=0700",
+            "/home/node/.config": f"{TMPFS_OPTIONS},size=16m,uid=1000,gid=1000,mode=0700",
         },
+        # The provider has no pids_limit (v4.5.0 schema); RLIMIT_NPROC is the closest limit.
+        "ulimits": [{"name": "nproc", "soft": limits.max_processes, "hard": limits.max_processes}],
         "read_only": True,
         "init": True,
         "security_opts": ["no-new-privileges:true"],
@@ -104,16 +134,17 @@ def container_args(settings: Settings, slot: Slot, image: str) -> dict[str, Any]
         "log_opts": {
             "max-size": f"{limits.log_max_size_mb}m",
             "max-file": str(limits.log_max_files),
+            **LOG_OPTS_FIXED,
         },
         "stop_signal": "SIGTERM",
         "stop_timeout": limits.stop_timeout_seconds,
         "destroy_grace_seconds": limits.stop_timeout_seconds,
         "healthcheck": {
             "tests": healthcheck_test(settings.app_port, health.path),
-            "interval": f"{health.interval_seconds}s",
-            "timeout": f"{health.timeout_seconds}s",
+            "interval": go_duration(health.interval_seconds),
+            "timeout": go_duration(health.timeout_seconds),
             "retries": health.retries,
-            "start_period": f"{health.start_period_seconds}s",
+            "start_period": go_duration(health.start_period_seconds),
         },
         "wait": True,
         "wait_timeout": health_wait_seconds(settings),
@@ -135,10 +166,12 @@ def image_build_args(settings: Settings, extra_ca_certs: str) -> dict[str, str]:
     }
 
 
-def switch_argv(settings: Settings, slot: Slot, port: int) -> list[str]:
-    """argv of the health-gated switch that routes Nginx to `slot` on host `port`."""
+def switch_argv(settings: Settings, slot: Slot, ports: Mapping[Slot, int]) -> list[str]:
+    """argv of the health-gated switch that makes `slot` live; `ports` holds the host port of
+    every slot, so the upstream file defines each slot's group (the first slot is the site's
+    fallback)."""
     router = settings.router
-    server = slot_server(settings.bind_address, port)
+    server = slot_server(settings.bind_address, ports[slot])
     argv = [
         router.python,
         "-m",
@@ -149,11 +182,20 @@ def switch_argv(settings: Settings, slot: Slot, port: int) -> list[str]:
         router.upstream_file,
         "--upstream-name",
         router.upstream_name,
+        "--selection-dir",
+        router.selection_dir,
+        "--fallback-slot",
+        settings.slots[0].value,
         "--server",
         server,
-        "--health-url",
-        f"http://{server}{settings.health.path}",
     ]
+    for other in settings.slots:
+        if other is not slot:
+            argv += [
+                "--standby",
+                f"{other.value}={slot_server(settings.bind_address, ports[other])}",
+            ]
+    argv += ["--health-url", f"http://{server}{settings.health.path}"]
     if settings.health.expected_text:
         argv += ["--health-contains", settings.health.expected_text]
     if router.smoke_path:
@@ -175,6 +217,6 @@ def switch_argv(settings: Settings, slot: Slot, port: int) -> list[str]:
     return argv
 
 
-def switch_command(settings: Settings, slot: Slot, port: int) -> str:
+def switch_command(settings: Settings, slot: Slot, ports: Mapping[Slot, int]) -> str:
     """The switch as one shell-safe command line, for the router's `create`."""
-    return shlex.join(switch_argv(settings, slot, port))
+    return shlex.join(switch_argv(settings, slot, ports))

@@ -1,4 +1,8 @@
-"""The router: a command that points Nginx at the live slot once its health probes pass."""
+"""The router: a command that points Nginx at the live slot once its health probes pass.
+
+It re-runs when the live slot changes (the switch flips the selection file, no reload) and
+when any slot's servers or the files' places change (the switch rewrites the upstream file,
+tests and reloads once)."""
 
 from __future__ import annotations
 
@@ -17,6 +21,9 @@ class RouterArgs:
     upstream_file: str
     upstream_name: str
     live_server: pulumi.Input[str]
+    standby_servers: pulumi.Input[str] = ""
+    """`slot=HOST:PORT` of the other slots; a change rewrites the upstream file."""
+    selection_dir: str = ""
     depends_on: Sequence[pulumi.Resource] = ()
 
 
@@ -35,10 +42,12 @@ class Router(pulumi.ComponentResource):
             create=args.switch_command,
             # No `delete`: destroying or replacing the router must never move traffic.
             triggers=[
-                args.live_slot,  # a switch or rollback
-                args.live_server,  # the live slot's address changed
+                args.live_slot,  # a switch or rollback: flip the selection
+                args.live_server,  # a slot's address changed: rewrite the upstream file
+                args.standby_servers,
                 args.upstream_file,  # the upstream moved: write the new file
                 args.upstream_name,
+                args.selection_dir,  # the selection moved: write it there
             ],
             logging=local.Logging.STDOUT_AND_STDERR,
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),

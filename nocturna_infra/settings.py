@@ -21,6 +21,7 @@ from typing import Any, Final, NoReturn
 import pulumi
 import yaml
 
+from nocturna_infra.provider_form import cpus_form, nano_cpus_read_back, parse_cpus
 from nocturna_infra.slot import PRODUCTION_SLOTS, Slot
 from nocturna_infra.smoke import SmokeCheck, SmokeDefinitionError, parse_checks
 
@@ -114,7 +115,13 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         {},
         "Extra build arguments (name -> string), e.g. VERSION and REVISION.",
     ),
-    ConfigKey("platform", "string", "linux/amd64", "Platform of the image build."),
+    ConfigKey(
+        "platform",
+        "string",
+        "linux/amd64",
+        "Platform of the image build: linux/amd64, linux/amd64/v2, linux/amd64/v3, linux/arm64, "
+        "linux/arm/v7, linux/arm/v6, linux/386, linux/ppc64le, linux/s390x or linux/riscv64.",
+    ),
     ConfigKey("appPort", "integer", 3011, "Port the service listens on inside its container."),
     ConfigKey("bluePort", "integer", 3014, "Host port of the blue slot."),
     ConfigKey("greenPort", "integer", 3012, "Host port of the green slot."),
@@ -123,10 +130,22 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "bindAddress",
         "string",
         "127.0.0.1",
-        "Host address the slot ports are published on. Keep loopback unless "
-        "something other than the local Nginx must reach the slots.",
+        "Host address the slot ports are published on: a loopback address, unless "
+        "allowNonLoopbackBind is true.",
     ),
-    ConfigKey("healthPath", "string", "/health", "HTTP path of the service's health check."),
+    ConfigKey(
+        "allowNonLoopbackBind",
+        "boolean",
+        False,
+        "Opt-in to publish the slot ports on a non-loopback bindAddress (e.g. 0.0.0.0), where "
+        "clients can reach the slots without Nginx.",
+    ),
+    ConfigKey(
+        "healthPath",
+        "string",
+        "/health",
+        "HTTP path of the service's health check: letters, digits and . _ ~ / - % ? = &.",
+    ),
     ConfigKey(
         "healthContains",
         "string",
@@ -151,7 +170,8 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "healthStartPeriodSeconds",
         "integer",
         30,
-        "Grace period after start during which failed health checks do not count.",
+        "Grace period after start during which failed health checks do not count (at least 1: "
+        "Docker reads 0 as the image's own start period).",
     ),
     ConfigKey("memoryMb", "integer", 1024, "Memory limit of each container, in MiB."),
     ConfigKey(
@@ -160,7 +180,13 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         512,
         "Memory reservation (soft limit) of each container, in MiB.",
     ),
-    ConfigKey("cpus", "string", "0.9", "CPU limit of each container, e.g. 0.9."),
+    ConfigKey(
+        "cpus",
+        "string",
+        "0.9",
+        "CPU limit of each container, e.g. 0.9; declared in the form the docker provider "
+        "reads back (1 becomes 1.0).",
+    ),
     ConfigKey("shmSizeMb", "integer", 512, "Size of /dev/shm in each container, in MiB."),
     ConfigKey(
         "tmpfsSizeMb",
@@ -176,6 +202,13 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
     ),
     ConfigKey("logMaxSizeMb", "integer", 10, "Size at which a container log file rotates, MiB."),
     ConfigKey("logMaxFiles", "integer", 5, "Rotated log files kept per container."),
+    ConfigKey(
+        "maxProcesses",
+        "integer",
+        4096,
+        "Process and thread limit (RLIMIT_NPROC) of the service's user, uid 1000, counted over "
+        "every process of that uid on the host; stops a fork bomb before it exhausts PIDs.",
+    ),
     ConfigKey("env", "object", {}, "Extra environment variables (name -> value) for the service."),
     ConfigKey(
         "puppeteerExecutablePath",
@@ -187,13 +220,20 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "upstreamFile",
         "string",
         "/etc/nginx/upstreams/nocturna-img-production.conf",
-        "Nginx upstream file the switch owns and rewrites.",
+        "Nginx upstream file the switch owns: one group per slot, rewritten when servers change.",
     ),
     ConfigKey(
         "upstreamName",
         "string",
         "nocturna-img-production",
         "Name of the Nginx upstream block in upstreamFile.",
+    ),
+    ConfigKey(
+        "selectionDir",
+        "string",
+        "/var/lib/nocturna/switch",
+        "Root-owned directory of the selection files the site config tests to pick the live "
+        "slot (<upstreamName>.<slot>); must match the path in the shipped Nginx site.",
     ),
     ConfigKey(
         "nginxTestCommand", "string", "nginx -t", "Command that validates the Nginx configuration."
@@ -204,7 +244,7 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "string",
         "http://127.0.0.1:8099/health",
         "URL on Nginx's loopback verification server (nginx/nocturna-chart.conf) that proves, "
-        "after the reload, that Nginx reaches the new slot. Empty: skip.",
+        "after each switch, that Nginx reaches the new slot. Empty: skip.",
     ),
     ConfigKey(
         "smokePath",
@@ -278,6 +318,7 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
 SCHEMA_BY_NAME: Final = {key.name: key for key in CONFIG_SCHEMA}
 
 MEMORY_FLOOR_MB: Final = 256
+NANO_CPUS_RANGE: Final = (10**7, 1024 * 10**9)  # 0.01 to 1024 CPUs
 MIN_STOP_TIMEOUT_SECONDS: Final = 31  # the service drains in-flight requests for up to 30 s
 NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 IMAGE_REPOSITORY_PATTERN: Final = re.compile(
@@ -286,6 +327,24 @@ IMAGE_REPOSITORY_PATTERN: Final = re.compile(
 STACK_NAME_PATTERN: Final = re.compile(r"^$|^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
 HEALTH_TEXT_PATTERN: Final = re.compile(r"^[ -~]{0,200}$")
 ENV_NAME_PATTERN: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+CONTROL_CHARACTERS: Final = re.compile(r"[\x00-\x1f\x7f]")
+ASCII_INTEGER: Final = re.compile(r"^-?[0-9]+$")
+# Interpolated into nothing (the health check reads it from argv), and still narrow: no quotes,
+# spaces, parentheses or shell/JavaScript punctuation.
+HEALTH_PATH_PATTERN: Final = re.compile(r"^/[A-Za-z0-9._~/%?=&-]*$")
+# Linux platforms Docker/BuildKit build for (`docker buildx ls`, the OCI platform names).
+LINUX_PLATFORMS: Final = (
+    "linux/amd64",
+    "linux/amd64/v2",
+    "linux/amd64/v3",
+    "linux/arm64",
+    "linux/arm/v7",
+    "linux/arm/v6",
+    "linux/386",
+    "linux/ppc64le",
+    "linux/s390x",
+    "linux/riscv64",
+)
 UPSTREAM_NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9_.-]+$")
 URL_PATH_PATTERN: Final = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$")
 MANAGED_ENV: Final = frozenset(
@@ -325,17 +384,20 @@ class ResourceLimits:
     memory_mb: int
     memory_reservation_mb: int
     cpus: str
+    """In the form the docker provider reads back (provider_form.cpus_form)."""
     shm_size_mb: int
     tmpfs_size_mb: int
     stop_timeout_seconds: int
     log_max_size_mb: int
     log_max_files: int
+    max_processes: int
 
 
 @dataclass(frozen=True)
 class RouterSettings:
     upstream_file: str
     upstream_name: str
+    selection_dir: str
     nginx_test_command: str
     nginx_reload_command: str
     verify_url: str
@@ -454,10 +516,9 @@ class _Reader:
         if text is None:
             value = int(SCHEMA_BY_NAME[name].default)
         else:
-            try:
-                value = int(text)
-            except ValueError:
-                self.fail(name, "must be a whole number", text)
+            if not ASCII_INTEGER.fullmatch(text):
+                self.fail(name, "must be a whole number (ASCII digits)", text)
+            value = int(text)
         if not low <= value <= high:
             self.fail(name, f"must be between {low} and {high}", value)
         return value
@@ -480,6 +541,12 @@ class _Reader:
                 self.fail(f"{name}.{item_name}", "must be a string, number or boolean", item)
             result[str(item_name)] = str(item)
         return result
+
+    def boolean(self, name: str) -> bool:
+        text = self.string(name)
+        if text not in ("true", "false", "True", "False"):
+            self.fail(name, "must be true or false", text)
+        return text.lower() == "true"
 
     def choice(self, name: str, allowed: tuple[str, ...]) -> str:
         value = self.string(name)
@@ -524,14 +591,14 @@ def parse_settings(
 
     app_port = read.integer("appPort", 1, 65535)
     slot_ports = _slot_ports(read, environment)
-    bind_address = read.string("bindAddress")
-    try:
-        ipaddress.ip_address(bind_address)
-    except ValueError:
-        read.fail("bindAddress", "must be an IP address such as 127.0.0.1", bind_address)
+    bind_address = _bind_address(read)
 
     health = HealthSettings(
-        path=read.matching("healthPath", URL_PATH_PATTERN, "a URL path starting with /"),
+        path=read.matching(
+            "healthPath",
+            HEALTH_PATH_PATTERN,
+            "a URL path starting with / of letters, digits and . _ ~ / - % ? = &",
+        ),
         expected_text=read.matching(
             "healthContains",
             HEALTH_TEXT_PATTERN,
@@ -540,7 +607,7 @@ def parse_settings(
         interval_seconds=read.integer("healthIntervalSeconds", 1, 3600),
         timeout_seconds=read.integer("healthTimeoutSeconds", 1, 3600),
         retries=read.integer("healthRetries", 1, 100),
-        start_period_seconds=read.integer("healthStartPeriodSeconds", 0, 3600),
+        start_period_seconds=read.integer("healthStartPeriodSeconds", 1, 3600),
     )
     if health.timeout_seconds >= health.interval_seconds:
         read.fail(
@@ -551,6 +618,7 @@ def parse_settings(
 
     limits = _limits(read)
     env = read.mapping("env")
+    _no_control_characters(read, "env", env)
     for env_name in env:
         if not ENV_NAME_PATTERN.fullmatch(env_name):
             read.fail(
@@ -597,8 +665,12 @@ def parse_settings(
 
 
 def _slot_ports(read: _Reader, environment: Environment) -> dict[Slot, int]:
-    if environment is Environment.STAGING:
-        return {Slot.STAGING: read.integer("stagingPort", 1, 65535)}
+    """This stack's host ports; they must also miss the other environment's ports.
+
+    A staging and a production stack may share a host, so each checks its ports against the
+    other's as configured here (the defaults 3013 vs 3014/3012 never collide).
+    """
+    staging = read.integer("stagingPort", 1, 65535)
     ports = {slot: read.integer(f"{slot}Port", 1, 65535) for slot in PRODUCTION_SLOTS}
     if ports[Slot.BLUE] == ports[Slot.GREEN]:
         read.fail(
@@ -606,7 +678,42 @@ def _slot_ports(read: _Reader, environment: Environment) -> dict[Slot, int]:
             "must differ from bluePort, since both slots run at once",
             ports[Slot.GREEN],
         )
+    for slot, port in ports.items():
+        if port == staging:
+            key = "stagingPort" if environment is Environment.STAGING else f"{slot}Port"
+            read.fail(
+                key,
+                f"must differ from {slot}Port/stagingPort ({port}): a staging and a production "
+                "stack on one host would publish the same port; set the same bluePort, "
+                "greenPort and stagingPort in both stacks",
+                port,
+            )
+    if environment is Environment.STAGING:
+        return {Slot.STAGING: staging}
     return ports
+
+
+def _bind_address(read: _Reader) -> str:
+    text = read.string("bindAddress")
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        read.fail("bindAddress", "must be an IP address such as 127.0.0.1", text)
+    if not address.is_loopback and not read.boolean("allowNonLoopbackBind"):
+        read.fail(
+            "bindAddress",
+            "publishes the slots beyond this host, where clients bypass Nginx; must be a "
+            "loopback address such as 127.0.0.1 or ::1",
+            text,
+            "Run `pulumi config set allowNonLoopbackBind true` if that is intended.",
+        )
+    return text
+
+
+def _no_control_characters(read: _Reader, name: str, values: Mapping[str, str]) -> None:
+    for key, value in values.items():
+        if CONTROL_CHARACTERS.search(value):
+            read.fail(f"{name}.{key}", "must not contain control characters", value)
 
 
 def _limits(read: _Reader) -> ResourceLimits:
@@ -615,21 +722,28 @@ def _limits(read: _Reader) -> ResourceLimits:
     if reservation_mb > memory_mb:
         read.fail("memoryReservationMb", f"must not exceed memoryMb ({memory_mb})", reservation_mb)
     cpus = read.string("cpus")
-    try:
-        cpus_value = float(cpus)
-    except ValueError:
-        cpus_value = -1.0
-    if not 0.01 <= cpus_value <= 1024:
+    nano_cpus = parse_cpus(cpus)
+    if nano_cpus is None or not NANO_CPUS_RANGE[0] <= nano_cpus <= NANO_CPUS_RANGE[1]:
         read.fail("cpus", "must be a number of CPUs between 0.01 and 1024", cpus)
+    cpus_declared = cpus_form(cpus)
+    if cpus_declared is None:
+        read.fail(
+            "cpus",
+            f"reads back from Docker as {nano_cpus_read_back(nano_cpus)!r} through the docker "
+            "provider, a different value that would replace both slots on every run; choose "
+            "another value (e.g. two decimals such as 0.15, or one such as 0.1)",
+            cpus,
+        )
     return ResourceLimits(
         memory_mb=memory_mb,
         memory_reservation_mb=reservation_mb,
-        cpus=cpus,
+        cpus=cpus_declared,
         shm_size_mb=read.integer("shmSizeMb", 1, 1024 * 1024),
         tmpfs_size_mb=read.integer("tmpfsSizeMb", 1, 1024 * 1024),
         stop_timeout_seconds=read.integer("stopTimeoutSeconds", MIN_STOP_TIMEOUT_SECONDS, 3600),
         log_max_size_mb=read.integer("logMaxSizeMb", 1, 10 * 1024),
         log_max_files=read.integer("logMaxFiles", 1, 100),
+        max_processes=read.integer("maxProcesses", 256, 1024 * 1024),
     )
 
 
@@ -645,7 +759,14 @@ def _image(read: _Reader, environment: Environment, project_dir: Path | None) ->
         else None
     )
     build_args = read.mapping("buildArgs")
+    _no_control_characters(read, "buildArgs", build_args)
     for arg in build_args:
+        if not ENV_NAME_PATTERN.fullmatch(arg):
+            read.fail(
+                "buildArgs",
+                "names must be letters, digits and _, not starting with a digit",
+                arg,
+            )
         if arg in {"BASE_IMAGE", "EXTRA_CA_CERTS"}:
             read.fail(
                 "buildArgs", f"{arg} is set by the program from baseImage/extraCaCertsDir", arg
@@ -655,9 +776,7 @@ def _image(read: _Reader, environment: Environment, project_dir: Path | None) ->
         tag=environment.value,
         context=read.string("buildContext"),
         dockerfile=read.string("dockerfile"),
-        platform=read.matching(
-            "platform", re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$"), "like linux/amd64"
-        ),
+        platform=read.choice("platform", LINUX_PLATFORMS),
         base_image=read.matching(
             "baseImage", re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$"), "an image reference"
         ),
@@ -686,6 +805,12 @@ def _router(read: _Reader) -> RouterSettings:
     upstream_file = read.string("upstreamFile")
     if not upstream_file.startswith("/") or not re.fullmatch(r"[A-Za-z0-9._/-]+", upstream_file):
         read.fail("upstreamFile", "must be an absolute path", upstream_file)
+    if {".", "..", ""} & set(upstream_file.split("/")[1:]):
+        read.fail(
+            "upstreamFile",
+            "must be a normalised absolute path without '.', '..' or empty components",
+            upstream_file,
+        )
     commands = {}
     for name in ("nginxTestCommand", "nginxReloadCommand"):
         text = read.string(name)
@@ -709,6 +834,15 @@ def _router(read: _Reader) -> RouterSettings:
     smoke_path = read.string("smokePath")
     if smoke_path and not URL_PATH_PATTERN.fullmatch(smoke_path):
         read.fail("smokePath", "must be empty or a URL path starting with /", smoke_path)
+    selection_dir = read.string("selectionDir")
+    if not re.fullmatch(
+        r"/[A-Za-z0-9._/-]*[A-Za-z0-9._-]", selection_dir
+    ) or ".." in selection_dir.split("/"):
+        read.fail(
+            "selectionDir",
+            "must be an absolute directory path without '..' (letters, digits, '.', '_', '-')",
+            selection_dir,
+        )
     python = read.string("routerPython")
     if not re.fullmatch(r"[A-Za-z0-9._/+-]+", python):
         read.fail("routerPython", "must be a path to a Python interpreter", python)
@@ -717,6 +851,7 @@ def _router(read: _Reader) -> RouterSettings:
         upstream_name=read.matching(
             "upstreamName", UPSTREAM_NAME_PATTERN, "letters, digits, '.', '_' or '-'"
         ),
+        selection_dir=selection_dir,
         nginx_test_command=commands["nginxTestCommand"],
         nginx_reload_command=commands["nginxReloadCommand"],
         verify_url=verify_url,

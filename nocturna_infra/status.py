@@ -4,7 +4,8 @@
         [--upstream-file PATH] [--docker PATH] [--json]
 
 Reads the stack's config from Pulumi.<stack>.yaml (plus the declared defaults), the Nginx
-upstream file the switch owns, and `docker inspect` of every slot container, then prints a
+upstream file and the selection files the switch owns, asks Nginx's loopback verification
+server which server it answers from, and `docker inspect` of every slot container, then prints a
 table (or JSON) and exits 0, 1 (drift), 3 (degraded) or 2 (usage). It never stops at the first
 problem: every slot is reported. Gathering is here; judging and rendering are the pure
 functions in `status_report`.
@@ -20,7 +21,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, NoReturn
@@ -45,7 +46,17 @@ from nocturna_infra.status_report import (
     render_status,
     status_json,
 )
-from nocturna_infra.upstream import UpstreamParseError, parse_upstream
+from nocturna_infra.traffic.probe import Check, last_upstream, run_check
+from nocturna_infra.traffic.safe_files import UnsafeFileError
+from nocturna_infra.traffic.selection import describe, nginx_choice, read_markers
+from nocturna_infra.traffic.upstream import (
+    UpstreamParseError,
+    UpstreamState,
+    group_name,
+    parse_upstream,
+    parse_upstream_groups,
+    slot_groups,
+)
 
 DEFAULT_DOCKER: Final = "/usr/bin/docker"
 DOCKER_TIMEOUT_SECONDS: Final = 30.0
@@ -151,7 +162,14 @@ def load_settings(project_dir: Path, stack: str) -> Settings:
 # --- gathering: files and docker -------------------------------------------------------------
 
 
-def read_routing(upstream_file: str, upstream_name: str) -> Routing:
+def read_routing(
+    upstream_file: str,
+    upstream_name: str,
+    selection_dir: str = "",
+    slots: Sequence[str] = (),
+) -> Routing:
+    """Where Nginx routes per the files: the group the selection names (the first slot is
+    the site's fallback), or the single group of a file written before the selection."""
     path = Path(upstream_file)
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -160,10 +178,43 @@ def read_routing(upstream_file: str, upstream_name: str) -> Routing:
     except OSError as error:
         return Routing(upstream_file, upstream_name, None, f"unreadable ({error.strerror})")
     try:
+        groups = slot_groups(parse_upstream_groups(text), upstream_name)
         state = parse_upstream(text)
     except UpstreamParseError as error:
         return Routing(upstream_file, upstream_name, None, f"not an upstream file ({error})")
-    return Routing(upstream_file, upstream_name, state)
+    if not groups or not slots or not selection_dir:
+        return Routing(upstream_file, upstream_name, state)
+    fallback = slots[0]
+    try:
+        present = read_markers(Path(selection_dir), upstream_name, slots)
+    except UnsafeFileError as error:
+        present, problem = frozenset(), f"{error}; Nginx uses its fallback {fallback}"
+    else:
+        problem = "" if present else describe(present, slots, fallback)
+    chosen = nginx_choice(present, slots, fallback)
+    servers = groups.get(chosen)
+    name = group_name(upstream_name, chosen)
+    if servers is None:
+        return Routing(
+            upstream_file, upstream_name, None, f"defines no upstream {name} for slot {chosen}"
+        )
+    return Routing(
+        upstream_file,
+        upstream_name,
+        UpstreamState(name=name, slot=chosen, servers=servers),
+        selection=describe(present, slots, fallback),
+        selection_problem=problem,
+    )
+
+
+def ask_nginx(verify_url: str) -> tuple[str | None, str]:
+    """The server Nginx's loopback verification server answers from, or why not known."""
+    if not verify_url:
+        return None, ""
+    result = run_check(Check(verify_url), timeout=5)
+    if result.upstream is None:
+        return None, f"{verify_url} {result.detail}, without an upstream address"
+    return last_upstream(result.upstream), ""
 
 
 Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
@@ -261,6 +312,7 @@ def gather(
     upstream_file: str | None = None,
     runner: Runner = run_docker,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    nginx: Callable[[str], tuple[str | None, str]] = ask_nginx,
 ) -> StatusReport:
     """Every fact the report needs; never stops early."""
     names = {slot: render.container_name(settings.service_name, slot) for slot in settings.slots}
@@ -293,12 +345,22 @@ def gather(
         environment=settings.environment,
         live_slot=live,
         slots=tuple(slots),
-        routing=read_routing(
-            upstream_file or settings.router.upstream_file, settings.router.upstream_name
+        routing=_with_answer(
+            read_routing(
+                upstream_file or settings.router.upstream_file,
+                settings.router.upstream_name,
+                settings.router.selection_dir,
+                [slot.value for slot in settings.slots],
+            ),
+            *nginx(settings.router.verify_url),
         ),
         checked_at=now(),
         docker_problem=docker_problem,
     )
+
+
+def _with_answer(routing: Routing, answered: str | None, problem: str) -> Routing:
+    return replace(routing, answered=answered, verify_problem=problem)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from nocturna_infra.settings import Environment
 from nocturna_infra.slot import Slot
-from nocturna_infra.upstream import UpstreamState
+from nocturna_infra.traffic.upstream import UpstreamState
 
 MISSING: Final = "missing"
 """Container state when Docker has no container of that name."""
@@ -39,7 +39,9 @@ EXIT_CODES_HELP: Final = """\
 exit codes:
   0  as configured: Nginx routes to the configured live slot, every slot running and healthy
   1  drift: Nginx routes to another slot than activeSlot, to a server no slot publishes, or
-     the upstream file is missing, unreadable or not an upstream file
+     the upstream file is missing, unreadable or not an upstream file, or the selection is
+     missing or unreadable, or Nginx's verification server answers from another server
+     than the selection names
   2  bad usage or invalid configuration (the message names the flag or key)
   3  degraded: routing as configured, but a slot container is missing, not running, not
      healthy or not published on its configured port (or Docker could not be asked)
@@ -81,6 +83,14 @@ class Routing:
     """The configured upstream name."""
     state: UpstreamState | None
     problem: str = ""
+    selection: str = ""
+    """Where the selection files point (`selection.describe`), empty for a single-group file."""
+    selection_problem: str = ""
+    """Why the selection is missing or unreadable: Nginx then uses its fallback slot."""
+    answered: str | None = None
+    """The server Nginx's verification server answered from, if it was asked and answered."""
+    verify_problem: str = ""
+    """Why the verification server could not be asked (a note, not drift)."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +135,17 @@ def _drift(report: StatusReport) -> list[str]:
     if routing.state is None:
         return [f"{routing.upstream_file}: {routing.problem}; where Nginx routes is unknown"]
     problems = []
-    if routing.state.name != routing.upstream_name:
+    if routing.selection_problem:
+        problems.append(f"selection: {routing.selection_problem}")
+    if routing.answered is not None and routing.answered not in routing.state.servers:
+        problems.append(
+            f"the selection says {routing.state.slot} ({', '.join(routing.state.servers)}), "
+            f"but Nginx's verification server answered from {routing.answered}"
+        )
+    slot_group = f"{routing.upstream_name}-{routing.state.slot}"
+    if routing.selection and routing.state.name != slot_group:
+        problems.append(f"{routing.upstream_file} defines no upstream {slot_group}")
+    elif not routing.selection and routing.state.name != routing.upstream_name:
         problems.append(
             f"{routing.upstream_file} defines upstream {routing.state.name}, "
             f"but upstreamName is {routing.upstream_name}"
@@ -177,7 +197,9 @@ def _degraded(report: StatusReport) -> list[str]:
 
 def _notes(report: StatusReport) -> list[str]:
     state = report.routing.state
-    if state is None or state.slot is None:
+    if report.routing.verify_problem:
+        return [f"verification server: {report.routing.verify_problem}"]
+    if state is None or state.slot is None or report.routing.selection:
         return []
     routed = routed_to(report)
     if routed and set(routed) != {state.slot}:
@@ -255,7 +277,12 @@ def _routing_line(report: StatusReport) -> str:
         f"{slot} ({server})"
         for slot, server in zip(routed_to(report), routing.state.servers, strict=True)
     )
-    return f"Nginx:  upstream {routing.state.name} in {routing.upstream_file} routes to {targets}"
+    line = f"Nginx:  upstream {routing.state.name} in {routing.upstream_file} routes to {targets}"
+    if routing.selection:
+        line += f"; selection: {routing.selection}"
+    if routing.answered is not None:
+        line += f"; verification server answered from {routing.answered}"
+    return line
 
 
 def _stamp(moment: datetime) -> str:
@@ -320,6 +347,9 @@ def status_data(report: StatusReport) -> dict[str, Any]:
             "routedSlots": list(routed),
             "recordedSlot": state.slot if state else None,
             "problem": report.routing.problem or None,
+            "selection": report.routing.selection or None,
+            "selectionProblem": report.routing.selection_problem or None,
+            "answeredFrom": report.routing.answered,
         },
         "slots": [
             {

@@ -35,6 +35,8 @@ class Backend:
     requests_seen: int = 0
     last_host: str | None = None
     last_authorization: str | None = None
+    last_forwarded: tuple[str | None, str | None] = (None, None)
+    """X-Forwarded-For and X-Real-IP of the last request."""
     _server: ThreadingHTTPServer | None = field(default=None, repr=False)
     _started: float = 0.0
 
@@ -118,6 +120,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.owner.requests_seen += 1
         self.owner.last_host = self.headers.get("Host")
+        self.owner.last_forwarded = (
+            self.headers.get("X-Forwarded-For"),
+            self.headers.get("X-Real-IP"),
+        )
         parts = urlsplit(self.path)
         if parts.path == "/health":
             self._json(*self.owner.health())

@@ -47,7 +47,7 @@ HARDENED_RUN_OPTIONS: Final[tuple[str, ...]] = (
     "--init",
     "--read-only",
     "--tmpfs",
-    "/tmp:rw,nosuid,nodev,size=256m",
+    "/tmp:rw,nosuid,nodev,noexec,size=256m",
     "--tmpfs",
     "/home/node/.config:rw,nosuid,nodev,noexec,size=16m,uid=1000,gid=1000,mode=0700",
     "--cap-drop",

@@ -72,7 +72,8 @@ def parse_wrk(output: str) -> WrkFigures:
 
 
 class WrkLoad:
-    """`wrk` against `url` from start() until stop(), at most `max_seconds`.
+    """`wrk` against `url` from start() until stop(), at most `max_seconds`; paced by
+    `delay_ms` per request and connection, or unpaced with None.
 
     Each request uses a new connection (`Connection: close`) unless `keepalive`: a reload
     makes Nginx's old workers close idle kept-alive connections, which wrk (unlike browsers
@@ -85,14 +86,17 @@ class WrkLoad:
         workdir: Path,
         *,
         connections: int = 8,
-        delay_ms: int = 20,
+        delay_ms: int | None = 20,
         max_seconds: int = 600,
         keepalive: bool = False,
     ) -> None:
-        pace = workdir / "pace.lua"
-        pace.write_text(PACE_LUA.format(delay_ms=delay_ms))
+        pacing: list[str] = []
+        if delay_ms is not None:  # None: unpaced, as fast as wrk and the machine go
+            pace = workdir / "pace.lua"
+            pace.write_text(PACE_LUA.format(delay_ms=delay_ms))
+            pacing = ["-s", str(pace)]
         self.argv = [
-            "wrk", "-t2", f"-c{connections}", f"-d{max_seconds}s", "-s", str(pace),
+            "wrk", "-t2", f"-c{connections}", f"-d{max_seconds}s", *pacing,
             *([] if keepalive else ["-H", "Connection: close"]),
             url,
         ]  # fmt: skip

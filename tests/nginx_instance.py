@@ -1,13 +1,15 @@
 """A private Nginx running the shipped config, for tests, the benchmark and the rehearsal.
 
-The shipped `nginx/nocturna-chart.conf` is used as is, except for the ports and the upstream
-file path, substituted as exact strings (each must match exactly once). A thin wrapper
-`nginx.conf` supplies what a host's own nginx.conf would: pid, logs, temp paths, events, and the
-main-context snippet `nginx/nocturna-main.conf`.
+The shipped `nginx/nocturna-chart.conf` (or the staging site) is used as is, except for the
+ports, the upstream file path and the selection directory, substituted as exact strings (each
+must match as often as the shipped file has it). A thin wrapper `nginx.conf` supplies what a
+host's own nginx.conf would: pid, logs, temp paths, events, and the main-context snippet
+`nginx/nocturna-main.conf`.
 """
 
 from __future__ import annotations
 
+import grp
 import os
 import shlex
 import signal
@@ -15,10 +17,13 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import requests
+
+from nocturna_infra.traffic.upstream import render_upstreams
 
 if TYPE_CHECKING:
     from tests.backends import Backend
@@ -29,6 +34,9 @@ MAIN_CONF = REPO / "nginx" / "nocturna-main.conf"
 NGINX = "/usr/sbin/nginx"
 UPSTREAM_NAME = "nocturna-img-production"
 DEFAULT_UPSTREAM_FILE = "/etc/nginx/upstreams/nocturna-img-production.conf"
+DEFAULT_SELECTION_DIR = "/var/lib/nocturna/switch"
+WORKER_GROUP = "nogroup"
+"""Group of this Nginx's workers (compiled-in default user nobody); www-data on Debian hosts."""
 
 
 def free_port() -> int:
@@ -37,21 +45,67 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _substitute(text: str, old: str, new: str) -> str:
+def _substitute(text: str, old: str, new: str, times: int = 1) -> str:
     count = text.count(old)
-    assert count == 1, f"shipped config: expected {old!r} once, found {count} times"
+    assert count == times, f"shipped config: expected {old!r} {times} times, found {count}"
     return text.replace(old, new)
 
 
+@dataclass(frozen=True)
+class Site:
+    """A shipped site config and the exact strings a test instance replaces in it."""
+
+    conf: Path
+    upstream_name: str
+    listen: str
+    verify_listen: str
+    selection_tests: int
+    """How often the site names the selection directory (0: one slot, nothing to test)."""
+    health_ports: tuple[int, int]
+    """The shipped direct-health ports for the instance's (blue, green) ports."""
+
+    @property
+    def upstream_file(self) -> str:
+        return f"/etc/nginx/upstreams/{self.upstream_name}.conf"
+
+
+PRODUCTION = Site(
+    SITE_CONF, UPSTREAM_NAME, "listen 80 default_server;", "listen 127.0.0.1:8099;", 2, (3014, 3012)
+)
+STAGING = Site(
+    REPO / "nginx" / "nocturna-chart-staging.conf",
+    "nocturna-img-staging",
+    "listen 80;",
+    "listen 127.0.0.1:8098;",
+    0,
+    (3013, 0),
+)
+
+
 def render_site_conf(
-    text: str, *, listen_port: int, verify_port: int, upstream_file: Path, blue: int, green: int
+    site: Site,
+    *,
+    listen_port: int,
+    verify_port: int,
+    upstream_file: Path,
+    selection_dir: Path,
+    blue: int,
+    green: int,
 ) -> str:
     """The shipped site config with test ports and paths; nothing else changes."""
-    text = _substitute(text, "listen 80;", f"listen 127.0.0.1:{listen_port};")
-    text = _substitute(text, "listen 127.0.0.1:8099;", f"listen 127.0.0.1:{verify_port};")
-    text = _substitute(text, f"include {DEFAULT_UPSTREAM_FILE};", f"include {upstream_file};")
-    text = _substitute(text, "127.0.0.1:3014/health", f"127.0.0.1:{blue}/health")
-    return _substitute(text, "127.0.0.1:3012/health", f"127.0.0.1:{green}/health")
+    text = site.conf.read_text()
+    text = _substitute(
+        text, site.listen, site.listen.replace("listen 80", f"listen 127.0.0.1:{listen_port}")
+    )
+    text = _substitute(text, site.verify_listen, f"listen 127.0.0.1:{verify_port};")
+    text = _substitute(text, f"include {site.upstream_file};", f"include {upstream_file};")
+    text = _substitute(
+        text, f"{DEFAULT_SELECTION_DIR}/", f"{selection_dir}/", times=site.selection_tests
+    )
+    for shipped, port in zip(site.health_ports, (blue, green), strict=True):
+        if shipped:
+            text = _substitute(text, f"127.0.0.1:{shipped}/health", f"127.0.0.1:{port}/health")
+    return text
 
 
 def render_wrapper_conf(prefix: Path) -> str:
@@ -88,6 +142,7 @@ class NginxInstance:
     green_port: int
     listen_port: int = field(default_factory=free_port)
     verify_port: int = field(default_factory=free_port)
+    site: Site = PRODUCTION
 
     @property
     def conf(self) -> Path:
@@ -99,7 +154,11 @@ class NginxInstance:
 
     @property
     def upstream_file(self) -> Path:
-        return self.prefix / "upstreams" / f"{UPSTREAM_NAME}.conf"
+        return self.prefix / "upstreams" / f"{self.site.upstream_name}.conf"
+
+    @property
+    def selection_dir(self) -> Path:
+        return self.prefix / "selection"
 
     @property
     def pid_file(self) -> Path:
@@ -126,17 +185,27 @@ class NginxInstance:
         os.chmod(self.prefix, 0o755)  # workers run as nobody and need to traverse it
         (self.prefix / "tmp").mkdir(exist_ok=True)
         self.upstream_file.parent.mkdir(exist_ok=True)
+        # As on a host: root-owned, readable (searchable) by the workers' group only.
+        self.selection_dir.mkdir(mode=0o750, exist_ok=True)
+        os.chown(self.selection_dir, 0, grp.getgrnam(WORKER_GROUP).gr_gid)
         self.extra_conf.write_text("# the operator's other http-context config\n")
         site = render_site_conf(
-            SITE_CONF.read_text(),
+            self.site,
             listen_port=self.listen_port,
             verify_port=self.verify_port,
             upstream_file=self.upstream_file,
+            selection_dir=self.selection_dir,
             blue=self.blue_port,
             green=self.green_port,
         )
         (self.prefix / "nocturna-chart.conf").write_text(site)
         self.conf.write_text(render_wrapper_conf(self.prefix))
+
+    def write_routing(self, live: str, servers: dict[str, str], at: datetime) -> None:
+        """The upstream file and selection as an earlier switch to `live` left them."""
+        groups = {slot: [server] for slot, server in servers.items()}
+        self.upstream_file.write_text(render_upstreams(self.site.upstream_name, groups, at))
+        (self.selection_dir / f"{self.site.upstream_name}.{live}").write_text(f"{live}\n")
 
     def start(self) -> None:
         subprocess.run(self.command(), check=True, capture_output=True, timeout=30)
@@ -184,17 +253,22 @@ class NginxInstance:
         return response.headers["X-Slot"]
 
 
-def switch_argv(nginx: NginxInstance, target: Backend, *extra: str) -> list[str]:
+def switch_argv(
+    nginx: NginxInstance, target: Backend, *extra: str, other: Backend | None = None
+) -> list[str]:
     """Arguments of `python -m nocturna_infra.switch` routing `nginx` to a test backend.
 
     Short retries for tests; later `extra` flags override earlier ones (argparse keeps the
-    last value).
+    last value). `other`: the other slot's backend, for a first switch (the upstream file
+    does not define its group yet).
     """
     return [
         "--upstream-file", str(nginx.upstream_file),
-        "--upstream-name", UPSTREAM_NAME,
+        "--upstream-name", nginx.site.upstream_name,
+        "--selection-dir", str(nginx.selection_dir),
         "--slot", target.slot,
         "--server", target.server,
+        *(["--standby", f"{other.slot}={other.server}"] if other else []),
         "--health-url", target.url("/health"),
         "--verify-url", nginx.verify_url("/health"),
         "--nginx-test", nginx.test_command,

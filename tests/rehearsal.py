@@ -14,8 +14,9 @@ this host the way the provider would, with engine-like memory between runs:
                                      directory when new or when any input changed;
 - `pulumi:pulumi:StackReference`   -> the outputs of this stack's last successful run.
 
-The translation from declared inputs to Docker is explicit (`container_create_body`): an
-input it does not know fails loudly, never silently dropped. A failed run leaves the
+The translation from declared inputs to Docker is explicit (tests/engine_api.py, shared with
+the provider read-back test, following the provider's create): an input it does not know
+fails loudly, never silently dropped. A failed run leaves the
 previous outputs, as the engine does, and a container whose health wait failed stays in
 place with its inputs recorded (the engine's "initialization error": the next run with the
 same inputs does not touch it again).
@@ -26,13 +27,10 @@ Run it: `venv/bin/python -m tests.rehearsal` (prints the per-step table).
 from __future__ import annotations
 
 import gc
-import http.client
-import json
 import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,156 +47,20 @@ from pulumi.runtime import settings
 
 from nocturna_infra import program
 from tests import docker_host, harness
+from tests.engine_api import (
+    ApplyError,
+    UnsupportedInputError,
+    check_inputs,
+    container_create_body,
+    create_container,
+    engine,
+)
 from tests.harness import MockedRun, stack_reference_state, unsecret
 from tests.load import SlowClients, WrkLoad
-from tests.nginx_instance import UPSTREAM_NAME, NginxInstance
+from tests.nginx_instance import STAGING, NginxInstance
 
 REPO: Final = Path(__file__).resolve().parent.parent
-DOCKER_SOCKET: Final = "/var/run/docker.sock"
 HEALTH_POLL_SECONDS: Final = 0.5
-
-
-class UnsupportedInputError(ValueError):
-    """A declared input this harness cannot apply; failing beats silently dropping it."""
-
-
-class ApplyError(RuntimeError):
-    """Applying a resource failed, as the provider's step would."""
-
-
-# --- Docker Engine API over the unix socket -------------------------------------------------
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=120)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
-
-
-def engine(method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
-    """One Docker Engine API call; returns the decoded JSON (or None)."""
-    connection = _UnixConnection(DOCKER_SOCKET)
-    try:
-        payload = None if body is None else json.dumps(body)
-        headers = {"Content-Type": "application/json"} if payload else {}
-        connection.request(method, path, body=payload, headers=headers)
-        response = connection.getresponse()
-        data = response.read()
-    finally:
-        connection.close()
-    if response.status not in ok:
-        msg = f"docker API {method} {path}: {response.status} {data.decode(errors='replace')}"
-        raise ApplyError(msg)
-    return json.loads(data) if data else None
-
-
-# --- Declared inputs -> Docker -------------------------------------------------------------
-
-_DURATION: Final = re.compile(r"^(\d+)(ms|s|m|h)$")
-
-
-def _nanoseconds(value: str) -> int:
-    match = _DURATION.match(value)
-    if not match:
-        msg = f"duration {value!r}: expected <n>ms|s|m|h"
-        raise UnsupportedInputError(msg)
-    scale = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}[match.group(2)]
-    return int(match.group(1)) * scale
-
-
-def _only(kind: str, value: Mapping[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(value) - allowed)
-    if unknown:
-        msg = f"{kind}: unsupported inputs {unknown}"
-        raise UnsupportedInputError(msg)
-
-
-CONTAINER_INPUTS: Final = {
-    "name", "image", "envs", "labels", "ports", "networksAdvanced", "restart", "memory",
-    "memoryReservation", "cpus", "shmSize", "tmpfs", "readOnly", "init", "securityOpts",
-    "capabilities", "logDriver", "logOpts", "stopSignal", "stopTimeout", "destroyGraceSeconds",
-    "healthcheck", "wait", "waitTimeout",
-}  # fmt: skip
-
-
-def container_create_body(inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """Engine API `POST /containers/create` body for declared Container inputs."""
-    _only("Container", inputs, CONTAINER_INPUTS)
-    mb = 1024 * 1024
-    exposed: dict[str, Any] = {}
-    bindings: dict[str, Any] = {}
-    for port in inputs.get("ports", []):
-        _only("Container.ports", port, {"internal", "external", "ip", "protocol"})
-        key = f"{int(port['internal'])}/{port.get('protocol', 'tcp')}"
-        exposed[key] = {}
-        bindings.setdefault(key, []).append(
-            {"HostIp": port.get("ip", "0.0.0.0"), "HostPort": str(int(port["external"]))}
-        )
-    networks: dict[str, Any] = {}
-    for network in inputs.get("networksAdvanced", []):
-        _only("Container.networksAdvanced", network, {"name", "aliases"})
-        networks[network["name"]] = {"Aliases": list(network.get("aliases", []))}
-    if len(networks) > 1:
-        msg = "Container.networksAdvanced: one network at most"
-        raise UnsupportedInputError(msg)
-    capabilities = inputs.get("capabilities", {})
-    _only("Container.capabilities", capabilities, {"adds", "drops"})
-    health = inputs.get("healthcheck")
-    healthcheck = None
-    if health is not None:
-        _only(
-            "Container.healthcheck",
-            health,
-            {"tests", "interval", "timeout", "retries", "startPeriod"},
-        )
-        healthcheck = {
-            "Test": list(health["tests"]),
-            "Interval": _nanoseconds(health.get("interval", "0s")),
-            "Timeout": _nanoseconds(health.get("timeout", "0s")),
-            "Retries": int(health.get("retries", 0)),
-            "StartPeriod": _nanoseconds(health.get("startPeriod", "0s")),
-        }
-    host_config: dict[str, Any] = {
-        "PortBindings": bindings,
-        "RestartPolicy": {"Name": inputs.get("restart", "no")},
-        "Memory": int(inputs.get("memory", 0)) * mb,
-        "MemoryReservation": int(inputs.get("memoryReservation", 0)) * mb,
-        "NanoCpus": round(float(inputs.get("cpus", 0)) * 1e9),
-        "ShmSize": int(inputs.get("shmSize", 64)) * mb,
-        "Tmpfs": dict(inputs.get("tmpfs", {})),
-        "ReadonlyRootfs": bool(inputs.get("readOnly", False)),
-        "Init": bool(inputs.get("init", False)),
-        "SecurityOpt": list(inputs.get("securityOpts", [])),
-        "CapAdd": list(capabilities.get("adds", [])),
-        "CapDrop": list(capabilities.get("drops", [])),
-        "LogConfig": {
-            "Type": inputs.get("logDriver", "json-file"),
-            "Config": dict(inputs.get("logOpts", {})),
-        },
-    }
-    if networks:
-        host_config["NetworkMode"] = next(iter(networks))
-    body: dict[str, Any] = {
-        "Image": inputs["image"],
-        "Env": list(inputs.get("envs", [])),
-        "Labels": {item["label"]: item["value"] for item in inputs.get("labels", [])},
-        "ExposedPorts": exposed,
-        "HostConfig": host_config,
-        "NetworkingConfig": {"EndpointsConfig": networks},
-    }
-    if healthcheck is not None:
-        body["Healthcheck"] = healthcheck
-    if "stopSignal" in inputs:
-        body["StopSignal"] = inputs["stopSignal"]
-    if "stopTimeout" in inputs:
-        body["StopTimeout"] = int(inputs["stopTimeout"])
-    return body
 
 
 # --- The stand-in engine --------------------------------------------------------------------
@@ -258,7 +120,7 @@ class ApplyingMocks(harness.Recorder):
         return resource_id, outputs
 
     def _network(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        _only("Network", inputs, {"name", "driver", "labels"})
+        check_inputs("Network", inputs, {"name", "driver", "labels"})
         labels = {item["label"]: item["value"] for item in inputs.get("labels", [])}
         created = engine(
             "POST",
@@ -270,9 +132,11 @@ class ApplyingMocks(harness.Recorder):
         return created["Id"], inputs
 
     def _image(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        _only("Image", inputs, {"imageName", "skipPush", "buildOnPreview", "build"})
+        check_inputs("Image", inputs, {"imageName", "skipPush", "buildOnPreview", "build"})
         build = inputs["build"]
-        _only("Image.build", build, {"context", "dockerfile", "platform", "builderVersion", "args"})
+        check_inputs(
+            "Image.build", build, {"context", "dockerfile", "platform", "builderVersion", "args"}
+        )
         if inputs.get("skipPush") is not True or build.get("builderVersion") != "BuilderBuildKit":
             msg = f"{name}: only local BuildKit builds (skipPush) are supported"
             raise UnsupportedInputError(msg)
@@ -288,7 +152,7 @@ class ApplyingMocks(harness.Recorder):
         return inputs["imageName"], {**inputs, "repoDigest": result.image_id}
 
     def _container(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        body = container_create_body(inputs)  # validate before touching anything
+        container_create_body(inputs)  # validate before touching anything
         previous = self.backend.resources.get(name)
         if previous is not None:
             # Fixed names and ports: the provider replaces delete-first.
@@ -297,8 +161,7 @@ class ApplyingMocks(harness.Recorder):
             engine("POST", f"/containers/{previous.id}/stop?t={grace}", ok=(204, 304, 404))
             engine("DELETE", f"/containers/{previous.id}?force=true", ok=(204, 404))
             del self.backend.resources[name]
-        created = engine("POST", f"/containers/create?name={inputs['name']}", body, ok=(201,))
-        container_id = created["Id"]
+        container_id = create_container(inputs)
         engine("POST", f"/containers/{container_id}/start", ok=(204,))
         outputs = {**inputs, "id": container_id}
         if inputs.get("wait"):
@@ -327,7 +190,7 @@ class ApplyingMocks(harness.Recorder):
         raise ApplyError(msg)
 
     def _command(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        _only("Command", inputs, {"create", "triggers", "logging", "environment"})
+        check_inputs("Command", inputs, {"create", "triggers", "logging", "environment"})
         done = subprocess.run(
             ["/bin/sh", "-c", inputs["create"]],
             cwd=self.project_dir,
@@ -448,8 +311,11 @@ def switch_seconds(text: str) -> float | None:
 
 @contextmanager
 def under_load(nginx: NginxInstance, workdir: Path) -> Iterator[dict[str, Any]]:
-    """wrk plus 2-second requests through Nginx for the duration of the block."""
-    wrk = WrkLoad(nginx.url("/"), workdir)
+    """Keep-alive wrk load plus 2-second requests through Nginx for the duration of the block.
+
+    Keep-alive clients that never retry are the strict case: a reload closing their idle
+    connections would show as failed requests."""
+    wrk = WrkLoad(nginx.url("/"), workdir, keepalive=True)
     slow = SlowClients(nginx.url("/slow?ms=2000"), count=4)
     figures: dict[str, Any] = {}
     wrk.start()
@@ -472,7 +338,11 @@ class Rehearsal:
         self.service = workdir / "service"
         shutil.copytree(docker_host.FIXTURE_SERVICE, self.service)
         set_release(self.service, "1.0.0")
-        self.nginx = NginxInstance(workdir / "nginx", blue_port=3014, green_port=3012)
+        # Nginx's workers (nobody) must reach the selection files, as www-data does on a host:
+        # not under `workdir`, whose parents may be root-only (pytest's tmp_path).
+        self.nginx_root = Path(tempfile.mkdtemp(prefix="nocturna-rehearsal-nginx-"))
+        self.nginx_root.chmod(0o755)
+        self.nginx = NginxInstance(self.nginx_root / "production", blue_port=3014, green_port=3012)
         self.production = Backend()
         self.staging = Backend()
         self.results: list[StepResult] = []
@@ -495,7 +365,8 @@ class Rehearsal:
             "healthStartPeriodSeconds": "4",
             "stopTimeoutSeconds": "35",
             "upstreamFile": str(nginx.upstream_file),
-            "upstreamName": UPSTREAM_NAME,
+            "upstreamName": nginx.site.upstream_name,
+            "selectionDir": str(nginx.selection_dir),
             "nginxTestCommand": nginx.test_command,
             "nginxReloadCommand": nginx.reload_command,
             "verifyUrl": nginx.verify_url("/health"),
@@ -567,6 +438,7 @@ class Rehearsal:
                 self._staging()
         finally:
             self.cleanup()
+            shutil.rmtree(self.nginx_root, ignore_errors=True)
         return self.results
 
     def _up(self, **overrides: str) -> UpResult:
@@ -654,7 +526,9 @@ class Rehearsal:
     def _staging(self) -> None:
         # 6. Staging: one container on 3013, routed after its probe passes.
         set_release(self.service, "1.0.0")
-        nginx = NginxInstance(self.workdir / "nginx-staging", blue_port=3013, green_port=3012)
+        nginx = NginxInstance(
+            self.nginx_root / "staging", blue_port=3013, green_port=0, site=STAGING
+        )
         start_without_site(nginx)
         config = self.config(
             nginx,

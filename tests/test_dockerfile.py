@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 import urllib.error
@@ -366,3 +367,28 @@ def test_unrelated_files_stay_out_of_the_context(image, rebuild, tmp_path):
     rebuilt = rebuild(context)
 
     assert rebuilt.image_id == image.image_id
+
+
+def test_no_cache_build_starts_with_empty_cache_mounts(tmp_path):
+    """BuildKit's --no-cache ignores cache mounts too: what the benchmark's figure means."""
+    mount_id = f"nocturna-test-mount-{uuid.uuid4().hex[:12]}"
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {docker_host.BASE_IMAGE}\nARG STAMP\n"
+        f"RUN --mount=type=cache,id={mount_id},target=/cache "
+        'sh -c \'echo "mount holds: $(ls /cache | tr "\\n" " ")"; touch /cache/$STAMP\'\n'
+    )
+    seen = {}
+    built = []
+    try:
+        for stamp, no_cache in (("one", False), ("two", False), ("three", True), ("four", False)):
+            result = docker_host.build(
+                tmp_path, tmp_path / "Dockerfile", {"STAMP": stamp}, no_cache=no_cache
+            )
+            built.append(result)
+            output = re.search(r"^#\d+ [\d.]+ mount holds:(.*)$", result.log, re.MULTILINE)
+            seen[stamp] = output.group(1).split()
+    finally:
+        for result in built:
+            docker_host.remove_image(result)
+
+    assert seen == {"one": [], "two": ["one"], "three": [], "four": ["three"]}

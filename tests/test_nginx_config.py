@@ -2,33 +2,38 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from nocturna_infra.upstream import render_upstream
-from tests.nginx_instance import MAIN_CONF, NGINX, REPO
+from nocturna_infra.traffic.upstream import render_upstreams
+from tests.nginx_instance import DEFAULT_SELECTION_DIR, MAIN_CONF, NGINX, REPO
 
 pytestmark = pytest.mark.nginx
 
 SITES = {
-    "nocturna-chart.conf": ("nocturna-img-production", "127.0.0.1:3014"),
-    "nocturna-chart-staging.conf": ("nocturna-img-staging", "127.0.0.1:3013"),
+    "nocturna-chart.conf": (
+        "nocturna-img-production",
+        {"blue": ["127.0.0.1:3014"], "green": ["127.0.0.1:3012"]},
+    ),
+    "nocturna-chart-staging.conf": ("nocturna-img-staging", {"staging": ["127.0.0.1:3013"]}),
 }
 
 
 def install(prefix: Path, *, with_upstreams: bool) -> Path:
     """Both sites with their upstream files under `prefix` instead of /etc/nginx."""
     includes = []
-    for site, (upstream, server) in SITES.items():
+    for site, (upstream, groups) in SITES.items():
         upstream_file = prefix / "upstreams" / f"{upstream}.conf"
         upstream_file.parent.mkdir(exist_ok=True)
         if with_upstreams:
-            upstream_file.write_text(render_upstream(upstream, "x", [server], datetime.now(UTC)))
+            upstream_file.write_text(render_upstreams(upstream, groups, datetime.now(UTC)))
         text = (REPO / "nginx" / site).read_text()
         text = text.replace(f"/etc/nginx/upstreams/{upstream}.conf", str(upstream_file))
+        text = text.replace(DEFAULT_SELECTION_DIR, str(prefix / "selection"))
         (prefix / site).write_text(text)
         includes.append(f"    include {prefix / site};")
     conf = prefix / "nginx.conf"
@@ -58,3 +63,23 @@ def test_sites_need_their_upstream_files_written_by_a_first_switch(tmp_path: Pat
 
     assert result.returncode != 0
     assert "nocturna-img-production.conf" in result.stderr
+
+
+def test_each_site_defines_only_groups_its_upstream_file_renders() -> None:
+    """The selection can only name a slot the configuration defines: every group a site
+    proxies to (through its variable) is one the switch writes for that site's slots."""
+    for site, (upstream, groups) in SITES.items():
+        text = (REPO / "nginx" / site).read_text()
+        named = set(re.findall(rf"set \$\w+ ({re.escape(upstream)}-\w+);", text))
+        assert named == {f"{upstream}-{slot}" for slot in groups}, site
+        assert "proxy_pass http://$" in text
+        assert "open_file_cache off;" in text
+
+
+def test_only_production_claims_default_server() -> None:
+    production = (REPO / "nginx" / "nocturna-chart.conf").read_text()
+    staging = (REPO / "nginx" / "nocturna-chart-staging.conf").read_text()
+
+    assert production.count("default_server") == 1
+    assert "default_server" not in staging
+    assert production.count("server_tokens off;") == staging.count("server_tokens off;") == 2

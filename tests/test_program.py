@@ -30,7 +30,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 from nocturna_infra.program import DriftError
 from nocturna_infra.settings import ConfigError
-from nocturna_infra.upstream import render_upstream
+from nocturna_infra.traffic.upstream import render_upstream
 
 BLUE = "nocturna-chart-blue-container"
 GREEN = "nocturna-chart-green-container"
@@ -124,7 +124,9 @@ def test_settings_change_rolls_to_the_standby_only(project: Path) -> None:
         previous=first,
     )
 
-    assert changes(first, changed) == {GREEN: ["envs", "healthcheck", "memory", "waitTimeout"]}
+    assert changes(first, changed) == {
+        GREEN: ["envs", "healthcheck", "memory", "memorySwap", "waitTimeout"]
+    }
     assert "LOG_LEVEL=debug" in inputs_of(changed, GREEN)["envs"]
     assert inputs_of(changed, BLUE) == inputs_of(first, BLUE)
 
@@ -315,3 +317,31 @@ def test_deploy_refuses_when_nginx_routes_to_the_standby(project: Path) -> None:
     adopted = run_program(project, base_config(upstreamFile=str(upstream), activeSlot="green"),
                           previous=first, image_id=IMAGE_V2)  # fmt: skip
     assert changes(first, adopted) == {SWITCH: ["create", "triggers"]}
+
+
+def test_deploy_refuses_when_the_selection_file_routes_to_the_standby(project: Path) -> None:
+    selection = project / "selection"
+    selection.mkdir()
+    config = base_config(selectionDir=str(selection))
+    first = run_program(project, config)
+    # A break-glass switch to green (the selection file) whose config was never brought in step.
+    (selection / "nocturna-img-production.green").write_text("green\n")
+
+    with pytest.raises(DriftError, match="Nginx routes to green, but activeSlot is blue"):
+        run_program(project, config, mocks=ProgramMocks(IMAGE_V2, first.exports))
+    (selection / "nocturna-img-production.green").unlink()
+    (selection / "nocturna-img-production.blue").write_text("blue\n")
+    assert run_program(project, config, previous=first, image_id=IMAGE_V2) is not None
+
+
+def test_the_router_passes_every_slots_server_and_the_selection_dir(project: Path) -> None:
+    run = run_program(project, base_config(selectionDir="/run/nocturna"))
+
+    command = inputs_of(run, SWITCH)["create"]
+    assert " --selection-dir /run/nocturna --fallback-slot blue --server 127.0.0.1:3014" in command
+    assert " --standby green=127.0.0.1:3012 " in command
+    assert inputs_of(run, SWITCH)["triggers"] == [
+        "blue", "127.0.0.1:3014", "green=127.0.0.1:3012",
+        "/etc/nginx/upstreams/nocturna-img-production.conf", "nocturna-img-production",
+        "/run/nocturna",
+    ]  # fmt: skip

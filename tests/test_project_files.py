@@ -89,6 +89,6 @@ def test_operations_doc_break_glass_commands_are_the_routers_for_default_setting
     settings = parse_settings({}, api_key="k", project_dir=None)
 
     assert shown == [
-        render.switch_command(settings, slot, settings.slot_ports[slot])
+        render.switch_command(settings, slot, settings.slot_ports)
         for slot in (Slot.BLUE, Slot.GREEN)
     ]

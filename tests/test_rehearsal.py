@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.rehearsal import Rehearsal, UnsupportedInputError, container_create_body, render_table
+from tests.engine_api import UnsupportedInputError, container_create_body, go_parse_duration
+from tests.rehearsal import Rehearsal, render_table
 
 INPUTS = {
     "name": "svc-blue",
@@ -18,9 +19,11 @@ INPUTS = {
     "restart": "unless-stopped",
     "memory": 1024.0,
     "memoryReservation": 512.0,
+    "memorySwap": 1024.0,
     "cpus": "0.9",
     "shmSize": 512.0,
     "tmpfs": {"/tmp": "rw,size=256m"},
+    "ulimits": [{"name": "nproc", "soft": 4096.0, "hard": 4096.0}],
     "readOnly": True,
     "init": True,
     "securityOpts": ["no-new-privileges:true"],
@@ -30,8 +33,8 @@ INPUTS = {
     "stopSignal": "SIGTERM",
     "stopTimeout": 40.0,
     "destroyGraceSeconds": 40.0,
-    "healthcheck": {"tests": ["CMD", "true"], "interval": "10s", "timeout": "5s",
-                    "retries": 3.0, "startPeriod": "30s"},
+    "healthcheck": {"tests": ["CMD", "true"], "interval": "1m0s", "timeout": "5s",
+                    "retries": 3.0, "startPeriod": "1m30s"},
     "wait": True,
     "waitTimeout": 70.0,
 }  # fmt: skip
@@ -45,10 +48,10 @@ def test_declared_container_inputs_become_an_engine_api_body() -> None:
         "ExposedPorts": {"3011/tcp": {}},
         "Healthcheck": {
             "Test": ["CMD", "true"],
-            "Interval": 10_000_000_000,
+            "Interval": 60_000_000_000,
             "Timeout": 5_000_000_000,
             "Retries": 3,
-            "StartPeriod": 30_000_000_000,
+            "StartPeriod": 90_000_000_000,
         },
         "StopSignal": "SIGTERM",
         "StopTimeout": 40,
@@ -57,19 +60,29 @@ def test_declared_container_inputs_become_an_engine_api_body() -> None:
             "RestartPolicy": {"Name": "unless-stopped"},
             "Memory": 1024 * 1024 * 1024,
             "MemoryReservation": 512 * 1024 * 1024,
+            "MemorySwap": 1024 * 1024 * 1024,
             "NanoCpus": 900_000_000,
             "ShmSize": 512 * 1024 * 1024,
             "Tmpfs": {"/tmp": "rw,size=256m"},
+            "Ulimits": [{"Name": "nproc", "Soft": 4096, "Hard": 4096}],
             "ReadonlyRootfs": True,
             "Init": True,
             "SecurityOpt": ["no-new-privileges:true"],
             "CapAdd": [],
             "CapDrop": ["ALL"],
             "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m"}},
-            "NetworkMode": "net",
+            "NetworkMode": "bridge",
         },
-        "NetworkingConfig": {"EndpointsConfig": {"net": {"Aliases": ["svc-blue"]}}},
     }
+
+
+@pytest.mark.parametrize(
+    ("text", "nanoseconds"),
+    [("0s", 0), ("0", 0), ("10s", 10**10), ("1m0s", 6 * 10**10), ("1h0m0s", 3600 * 10**9),
+     ("1m30s", 9 * 10**10), ("1.5s", 15 * 10**8), ("300ms", 3 * 10**8)],
+)  # fmt: skip
+def test_go_durations_are_parsed_as_time_parse_duration(text: str, nanoseconds: int) -> None:
+    assert go_parse_duration(text) == nanoseconds
 
 
 @pytest.mark.parametrize(
@@ -86,8 +99,18 @@ def test_declared_container_inputs_become_an_engine_api_body() -> None:
             id="nested",
         ),
         pytest.param(
+            {**INPUTS, "ulimits": [{"name": "nofile", "soft": 1, "hard": 1, "x": 1}]},
+            r"Container.ulimits: unsupported inputs \['x'\]",
+            id="ulimit",
+        ),
+        pytest.param(
+            {**INPUTS, "cpus": "0.0000000001"},
+            "ParseCPUs would refuse it",
+            id="cpus-too-precise",
+        ),
+        pytest.param(
             {**INPUTS, "healthcheck": {"tests": ["CMD"], "interval": "1d"}},
-            "duration '1d'",
+            "duration '1d': not a Go duration",
             id="duration",
         ),
     ],

@@ -71,18 +71,34 @@ def test_blue_container_arguments(project: Path) -> None:
         "restart": "unless-stopped",
         "memory": 1024,
         "memory_reservation": 512,
+        "memory_swap": 1024,
         "cpus": "0.9",
         "shm_size": 512,
         "tmpfs": {
-            "/tmp": "rw,nosuid,nodev,size=256m",
+            "/tmp": "rw,nosuid,nodev,noexec,size=256m",
             "/home/node/.config": "rw,nosuid,nodev,noexec,size=16m,uid=1000,gid=1000,mode=0700",
         },
+        "ulimits": [{"name": "nproc", "soft": 4096, "hard": 4096}],
         "read_only": True,
         "init": True,
         "security_opts": ["no-new-privileges:true"],
         "capabilities": {"drops": ["ALL"]},
         "log_driver": "json-file",
-        "log_opts": {"max-size": "10m", "max-file": "5"},
+        "log_opts": {
+            "max-size": "10m",
+            "max-file": "5",
+            "compress": "false",
+            "mode": "blocking",
+            "tag": "{{.Name}}",
+            "labels": "com.nocturna.slot",
+            "labels-regex": "^com\\.nocturna\\.slot$",
+            "env": "DEPLOYMENT_SLOT",
+            "env-regex": "^DEPLOYMENT_SLOT$",
+            "cache-disabled": "true",
+            "cache-max-size": "20m",
+            "cache-max-file": "5",
+            "cache-compress": "true",
+        },
         "stop_signal": "SIGTERM",
         "stop_timeout": 40,
         "destroy_grace_seconds": 40,
@@ -91,8 +107,9 @@ def test_blue_container_arguments(project: Path) -> None:
                 "CMD",
                 "node",
                 "-e",
-                "require('http').get('http://127.0.0.1:3011/health',"
+                "require('http').get({host:'127.0.0.1',port:3011,path:process.argv[1]},"
                 "r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1))",
+                "/health",
             ],
             "interval": "10s",
             "timeout": "5s",
@@ -124,11 +141,15 @@ def test_container_arguments_never_carry_the_api_key(project: Path) -> None:
     assert not [env for env in args["envs"] if env.startswith("API_KEY=")]
 
 
+PORTS = {Slot.BLUE: 3014, Slot.GREEN: 3012}
+
+
 def test_switch_command_routes_to_the_slot_port(project: Path) -> None:
-    assert render.switch_command(settings_for(project), Slot.GREEN, 3012) == (
+    assert render.switch_command(settings_for(project), Slot.GREEN, PORTS) == (
         "venv/bin/python -m nocturna_infra.switch --slot green"
         " --upstream-file /etc/nginx/upstreams/nocturna-img-production.conf"
-        " --upstream-name nocturna-img-production --server 127.0.0.1:3012"
+        " --upstream-name nocturna-img-production --selection-dir /var/lib/nocturna/switch"
+        " --fallback-slot blue --server 127.0.0.1:3012 --standby blue=127.0.0.1:3014"
         ' --health-url http://127.0.0.1:3012/health --health-contains \'"status":"healthy"\''
         " --verify-url http://127.0.0.1:8099/health --attempts 30 --interval 2 --timeout 5"
         " --nginx-test 'nginx -t' --nginx-reload 'nginx -s reload'"
@@ -141,13 +162,17 @@ def test_switch_command_adds_smoke_and_verification_when_configured(project: Pat
         smokePath="/api/v1/ping",
         verifyUrl="http://127.0.0.1:8099/nocturna-verify",
         nginxReloadCommand="systemctl reload nginx",
+        selectionDir="/run/nocturna",
     )
 
-    assert render.switch_argv(settings, Slot.BLUE, 3014) == [
+    assert render.switch_argv(settings, Slot.BLUE, PORTS) == [
         "venv/bin/python", "-m", "nocturna_infra.switch", "--slot", "blue",
         "--upstream-file", "/etc/nginx/upstreams/nocturna-img-production.conf",
         "--upstream-name", "nocturna-img-production",
+        "--selection-dir", "/run/nocturna",
+        "--fallback-slot", "blue",
         "--server", "127.0.0.1:3014",
+        "--standby", "green=127.0.0.1:3012",
         "--health-url", "http://127.0.0.1:3014/health",
         "--health-contains", '"status":"healthy"',
         "--smoke-url", "http://127.0.0.1:3014/api/v1/ping",
@@ -159,12 +184,13 @@ def test_switch_command_adds_smoke_and_verification_when_configured(project: Pat
 
 
 def test_switch_command_can_skip_text_check_and_verification(project: Path) -> None:
-    settings = settings_for(project, healthContains="", verifyUrl="")
+    settings = settings_for(project, environment="staging", healthContains="", verifyUrl="")
 
-    assert render.switch_command(settings, Slot.STAGING, 3013) == (
+    assert render.switch_command(settings, Slot.STAGING, {Slot.STAGING: 3013}) == (
         "venv/bin/python -m nocturna_infra.switch --slot staging"
         " --upstream-file /etc/nginx/upstreams/nocturna-img-production.conf"
-        " --upstream-name nocturna-img-production --server 127.0.0.1:3013"
+        " --upstream-name nocturna-img-production --selection-dir /var/lib/nocturna/switch"
+        " --fallback-slot staging --server 127.0.0.1:3013"
         " --health-url http://127.0.0.1:3013/health --attempts 30 --interval 2 --timeout 5"
         " --nginx-test 'nginx -t' --nginx-reload 'nginx -s reload'"
     )
@@ -178,3 +204,53 @@ def test_build_args_put_program_owned_arguments_last(project: Path) -> None:
         "BASE_IMAGE": "local/node:20",
         "EXTRA_CA_CERTS": "PEM",
     }
+
+
+def test_health_path_is_an_argument_of_the_health_check_never_its_code(project: Path) -> None:
+    settings = settings_for(project, healthPath="/health?deep=1&x=%27")
+
+    test = render.container_args(settings, Slot.BLUE, IMAGE)["healthcheck"]["tests"]
+
+    assert test[:3] == ["CMD", "node", "-e"]
+    assert "/health" not in test[3]
+    assert test[4:] == ["/health?deep=1&x=%27"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        pytest.param(
+            {},
+            {"interval": "10s", "timeout": "5s", "start_period": "30s"},
+            id="defaults",
+        ),
+        pytest.param(
+            {
+                "healthIntervalSeconds": "60",
+                "healthTimeoutSeconds": "59",
+                "healthStartPeriodSeconds": "90",
+            },
+            {"interval": "1m0s", "timeout": "59s", "start_period": "1m30s"},
+            id="minutes",
+        ),
+        pytest.param(
+            {"healthIntervalSeconds": "3600", "healthStartPeriodSeconds": "3599"},
+            {"interval": "1h0m0s", "timeout": "5s", "start_period": "59m59s"},
+            id="hours",
+        ),
+    ],
+)
+def test_health_durations_are_in_gos_duration_form(
+    project: Path, overrides: dict[str, str], expected: dict[str, str]
+) -> None:
+    health = render.container_args(settings_for(project, **overrides), Slot.BLUE, IMAGE)[
+        "healthcheck"
+    ]
+
+    assert {key: health[key] for key in expected} == expected
+
+
+def test_memory_swap_equals_memory_so_the_service_never_swaps(project: Path) -> None:
+    args = render.container_args(settings_for(project, memoryMb="2048"), Slot.GREEN, IMAGE)
+
+    assert (args["memory"], args["memory_swap"]) == (2048, 2048)

@@ -10,6 +10,8 @@ ARGS = RouterArgs(
     upstream_file="/etc/nginx/upstreams/app.conf",
     upstream_name="app",
     live_server="127.0.0.1:3012",
+    standby_servers="blue=127.0.0.1:3014",
+    selection_dir="/var/lib/nocturna/switch",
 )
 
 
@@ -20,7 +22,14 @@ def test_router_runs_the_switch_and_never_undoes_it() -> None:
     assert switch.typ == "command:local:Command"
     assert switch.inputs == {
         "create": "venv/bin/python -m nocturna_infra.switch --slot green",
-        "triggers": ["green", "127.0.0.1:3012", "/etc/nginx/upstreams/app.conf", "app"],
+        "triggers": [
+            "green",
+            "127.0.0.1:3012",
+            "blue=127.0.0.1:3014",
+            "/etc/nginx/upstreams/app.conf",
+            "app",
+            "/var/lib/nocturna/switch",
+        ],
         "logging": "stdoutAndStderr",
     }
     assert "delete" not in switch.inputs

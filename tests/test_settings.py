@@ -113,8 +113,123 @@ def test_every_declared_key_has_a_default_or_is_secret() -> None:
         ),
         pytest.param(
             {"appPort": "web"},
-            "nocturna-infra:appPort: must be a whole number; got 'web'.",
+            "nocturna-infra:appPort: must be a whole number (ASCII digits); got 'web'.",
             id="port-not-a-number",
+        ),
+        pytest.param(
+            {"bluePort": "\uff13\uff10\uff11\uff14"},
+            "nocturna-infra:bluePort: must be a whole number (ASCII digits); "
+            "got '\uff13\uff10\uff11\uff14'.",
+            id="port-fullwidth-digits",
+        ),
+        pytest.param(
+            {"greenPort": "\u0663\u0660\u0661\u0662"},
+            "nocturna-infra:greenPort: must be a whole number (ASCII digits); "
+            "got '\u0663\u0660\u0661\u0662'.",
+            id="port-arabic-indic-digits",
+        ),
+        pytest.param(
+            {"appPort": "3_011"},
+            "nocturna-infra:appPort: must be a whole number (ASCII digits); got '3_011'.",
+            id="port-underscore",
+        ),
+        pytest.param(
+            {"bindAddress": "0.0.0.0"},
+            "nocturna-infra:bindAddress: publishes the slots beyond this host, where clients "
+            "bypass Nginx; must be a loopback address such as 127.0.0.1 or ::1; got '0.0.0.0'. "
+            "Run `pulumi config set allowNonLoopbackBind true` if that is intended.",
+            id="bind-all-interfaces",
+        ),
+        pytest.param(
+            {"bindAddress": "::"},
+            "nocturna-infra:bindAddress: publishes the slots beyond this host, where clients "
+            "bypass Nginx; must be a loopback address such as 127.0.0.1 or ::1; got '::'. "
+            "Run `pulumi config set allowNonLoopbackBind true` if that is intended.",
+            id="bind-all-interfaces-v6",
+        ),
+        pytest.param(
+            {"bindAddress": "10.0.0.5"},
+            "nocturna-infra:bindAddress: publishes the slots beyond this host, where clients "
+            "bypass Nginx; must be a loopback address such as 127.0.0.1 or ::1; got '10.0.0.5'. "
+            "Run `pulumi config set allowNonLoopbackBind true` if that is intended.",
+            id="bind-private-address",
+        ),
+        pytest.param(
+            {"allowNonLoopbackBind": "yes", "bindAddress": "0.0.0.0"},
+            "nocturna-infra:allowNonLoopbackBind: must be true or false; got 'yes'.",
+            id="allow-non-loopback-not-boolean",
+        ),
+        pytest.param(
+            {"upstreamFile": "/etc/nginx/upstreams/../nginx.conf"},
+            "nocturna-infra:upstreamFile: must be a normalised absolute path without '.', '..' "
+            "or empty components; got '/etc/nginx/upstreams/../nginx.conf'.",
+            id="upstream-file-dot-dot",
+        ),
+        pytest.param(
+            {"upstreamFile": "/etc/nginx//upstreams/app.conf"},
+            "nocturna-infra:upstreamFile: must be a normalised absolute path without '.', '..' "
+            "or empty components; got '/etc/nginx//upstreams/app.conf'.",
+            id="upstream-file-empty-component",
+        ),
+        pytest.param(
+            {"healthPath": "/health',process.exit(0),'"},
+            "nocturna-infra:healthPath: must be a URL path starting with / of letters, digits "
+            "and . _ ~ / - % ? = &; got \"/health',process.exit(0),'\".",
+            id="health-path-quote",
+        ),
+        pytest.param(
+            {"healthStartPeriodSeconds": "0"},
+            "nocturna-infra:healthStartPeriodSeconds: must be between 1 and 3600; got 0.",
+            id="start-period-zero-inherits-the-image",
+        ),
+        pytest.param(
+            {"cpus": "0.05"},
+            "nocturna-infra:cpus: reads back from Docker as '0.1' through the docker provider, "
+            "a different value that would replace both slots on every run; choose another "
+            "value (e.g. two decimals such as 0.15, or one such as 0.1); got '0.05'.",
+            id="cpus-read-back-rounded",
+        ),
+        pytest.param(
+            {"cpus": "1e0"},
+            "nocturna-infra:cpus: must be a number of CPUs between 0.01 and 1024; got '1e0'.",
+            id="cpus-exponent",
+        ),
+        pytest.param(
+            {"cpus": "0.0000000001"},
+            "nocturna-infra:cpus: must be a number of CPUs between 0.01 and 1024; "
+            "got '0.0000000001'.",
+            id="cpus-too-precise",
+        ),
+        pytest.param(
+            {"env": '{"LOG_LEVEL": "info\\nX=1"}'},
+            "nocturna-infra:env.LOG_LEVEL: must not contain control characters; got 'info\\nX=1'.",
+            id="env-value-newline",
+        ),
+        pytest.param(
+            {"buildArgs": '{"VERSION": "1.0\\u0000"}'},
+            "nocturna-infra:buildArgs.VERSION: must not contain control characters; "
+            "got '1.0\\x00'.",
+            id="build-arg-value-nul",
+        ),
+        pytest.param(
+            {"buildArgs": '{"GIT-SHA": "abc"}'},
+            "nocturna-infra:buildArgs: names must be letters, digits and _, not starting with a "
+            "digit; got 'GIT-SHA'.",
+            id="build-arg-name",
+        ),
+        pytest.param(
+            {"bluePort": "3013"},
+            "nocturna-infra:bluePort: must differ from bluePort/stagingPort (3013): a staging and "
+            "a production stack on one host would publish the same port; set the same bluePort, "
+            "greenPort and stagingPort in both stacks; got 3013.",
+            id="production-port-is-the-staging-port",
+        ),
+        pytest.param(
+            {"environment": "staging", "stagingPort": "3012"},
+            "nocturna-infra:stagingPort: must differ from greenPort/stagingPort (3012): a staging "
+            "and a production stack on one host would publish the same port; set the same "
+            "bluePort, greenPort and stagingPort in both stacks; got 3012.",
+            id="staging-port-is-a-production-port",
         ),
         pytest.param(
             {"bindAddress": "localhost"},
@@ -123,7 +238,8 @@ def test_every_declared_key_has_a_default_or_is_secret() -> None:
         ),
         pytest.param(
             {"healthPath": "health"},
-            "nocturna-infra:healthPath: must be a URL path starting with /; got 'health'.",
+            "nocturna-infra:healthPath: must be a URL path starting with / of letters, digits "
+            "and . _ ~ / - % ? = &; got 'health'.",
             id="health-path",
         ),
         pytest.param(
@@ -197,6 +313,24 @@ def test_every_declared_key_has_a_default_or_is_secret() -> None:
             {"upstreamFile": "upstreams/app.conf"},
             "nocturna-infra:upstreamFile: must be an absolute path; got 'upstreams/app.conf'.",
             id="upstream-file",
+        ),
+        pytest.param(
+            {"selectionDir": "var/lib/nocturna"},
+            "nocturna-infra:selectionDir: must be an absolute directory path without '..' "
+            "(letters, digits, '.', '_', '-'); got 'var/lib/nocturna'.",
+            id="selection-dir-relative",
+        ),
+        pytest.param(
+            {"selectionDir": "/var/lib/../tmp"},
+            "nocturna-infra:selectionDir: must be an absolute directory path without '..' "
+            "(letters, digits, '.', '_', '-'); got '/var/lib/../tmp'.",
+            id="selection-dir-dotdot",
+        ),
+        pytest.param(
+            {"selectionDir": "/"},
+            "nocturna-infra:selectionDir: must be an absolute directory path without '..' "
+            "(letters, digits, '.', '_', '-'); got '/'.",
+            id="selection-dir-root",
         ),
         pytest.param(
             {"upstreamName": "nocturna img"},
@@ -273,8 +407,17 @@ def test_every_declared_key_has_a_default_or_is_secret() -> None:
         ),
         pytest.param(
             {"platform": "amd64"},
-            "nocturna-infra:platform: must be like linux/amd64; got 'amd64'.",
+            "nocturna-infra:platform: must be one of linux/amd64, linux/amd64/v2, linux/amd64/v3, "
+            "linux/arm64, linux/arm/v7, linux/arm/v6, linux/386, linux/ppc64le, linux/s390x, "
+            "linux/riscv64; got 'amd64'. Run `pulumi config set platform linux/amd64`.",
             id="platform",
+        ),
+        pytest.param(
+            {"platform": "windows/amd64"},
+            "nocturna-infra:platform: must be one of linux/amd64, linux/amd64/v2, linux/amd64/v3, "
+            "linux/arm64, linux/arm/v7, linux/arm/v6, linux/386, linux/ppc64le, linux/s390x, "
+            "linux/riscv64; got 'windows/amd64'. Run `pulumi config set platform linux/amd64`.",
+            id="platform-not-linux",
         ),
     ],
 )
@@ -291,7 +434,7 @@ INTEGER_RANGES = [
     ("healthIntervalSeconds", 1, 3600),
     ("healthTimeoutSeconds", 1, 3600),
     ("healthRetries", 1, 100),
-    ("healthStartPeriodSeconds", 0, 3600),
+    ("healthStartPeriodSeconds", 1, 3600),
     ("memoryMb", 256, 1048576),
     ("memoryReservationMb", 0, 1048576),
     ("shmSizeMb", 1, 1048576),
@@ -299,6 +442,7 @@ INTEGER_RANGES = [
     ("stopTimeoutSeconds", 31, 3600),
     ("logMaxSizeMb", 1, 10240),
     ("logMaxFiles", 1, 100),
+    ("maxProcesses", 256, 1048576),
     ("probeAttempts", 1, 1000),
     ("probeIntervalSeconds", 1, 600),
     ("probeTimeoutSeconds", 1, 600),
@@ -385,6 +529,40 @@ def test_stack_file_values_are_read_as_the_engine_sends_them(tmp_path: Path) -> 
         "bluePort": "4014",
         "env": '{"LOG_LEVEL": "debug"}',
     }
+
+
+@pytest.mark.parametrize(
+    ("given", "declared"),
+    [
+        pytest.param("0.9", "0.9", id="default-kept"),
+        pytest.param("1", "1.0", id="whole-gets-one-decimal"),
+        pytest.param("2", "2.0", id="two"),
+        pytest.param("0.5", "0.5", id="half"),
+        pytest.param("1.25", "1.25", id="two-decimals"),
+        pytest.param("1.50", "1.5", id="trailing-zero-dropped"),
+        pytest.param("10", "10.", id="ten-reads-back-with-a-bare-point"),
+    ],
+)
+def test_cpus_are_declared_in_the_providers_read_back_form(
+    project: Path, given: str, declared: str
+) -> None:
+    assert parse(project, cpus=given).limits.cpus == declared
+
+
+def test_non_loopback_bind_needs_the_opt_in(project: Path) -> None:
+    settings = parse(project, bindAddress="0.0.0.0", allowNonLoopbackBind="true")
+
+    assert settings.bind_address == "0.0.0.0"
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.2", "::1"])
+def test_loopback_bind_needs_no_opt_in(project: Path, address: str) -> None:
+    assert parse(project, bindAddress=address).bind_address == address
+
+
+@pytest.mark.parametrize("platform", ["linux/amd64", "linux/arm64", "linux/arm/v7"])
+def test_documented_linux_platforms_are_accepted(project: Path, platform: str) -> None:
+    assert parse(project, platform=platform).image.platform == platform
 
 
 # --- release gates ---------------------------------------------------------------------------

@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from nocturna_infra import status
+from nocturna_infra.settings import Environment
+from nocturna_infra.slot import Slot
 from nocturna_infra.status import (
     UsageError,
+    ask_nginx,
     container_facts,
     inspect_all,
     load_settings,
@@ -27,10 +33,12 @@ from nocturna_infra.status import (
     published_ports,
     read_routing,
 )
-from nocturna_infra.status_report import ContainerFacts
-from nocturna_infra.upstream import UpstreamState, render_upstream
+from nocturna_infra.status_report import ContainerFacts, SlotStatus, StatusReport, assess
+from nocturna_infra.traffic.upstream import UpstreamState, render_upstream, render_upstreams
 from tests import docker_host
+from tests.backends import Backend
 from tests.docker_host import REPO_ROOT
+from tests.nginx_instance import NginxInstance
 
 SWITCHED_AT = datetime(2026, 11, 26, 20, 40, 5, tzinfo=UTC)
 UPSTREAM_NAME = "nocturna-img-production"
@@ -67,7 +75,19 @@ def write_stack(project: Path, stack: str = "production", **config: object) -> N
 
 
 def write_upstream(path: Path, slot: str, *servers: str) -> None:
+    """The single-group file of a host not yet migrated to the selection file."""
     path.write_text(render_upstream(UPSTREAM_NAME, slot, servers, SWITCHED_AT))
+
+
+def write_slots(path: Path, selection_dir: Path, live: str | None, **servers: str) -> None:
+    """The upstream file with one group per slot, and the selection files naming `live`."""
+    groups = {slot: [server] for slot, server in servers.items()}
+    path.write_text(render_upstreams(UPSTREAM_NAME, groups, SWITCHED_AT))
+    selection_dir.mkdir(exist_ok=True)
+    for old in selection_dir.iterdir():
+        old.unlink()
+    if live is not None:
+        (selection_dir / f"{UPSTREAM_NAME}.{live}").write_text(f"{live}\n")
 
 
 # --- options and config ------------------------------------------------------------------------
@@ -187,6 +207,79 @@ def test_upstream_file_is_read_back(tmp_path: Path) -> None:
     routing = read_routing(str(path), UPSTREAM_NAME)
     assert routing.state == UpstreamState(UPSTREAM_NAME, "green", ("127.0.0.1:3012",))
     assert routing.problem == ""
+
+
+def test_selection_names_the_group_nginx_uses(tmp_path: Path) -> None:
+    path, selection = tmp_path / "up.conf", tmp_path / "selection"
+    write_slots(path, selection, "green", blue="127.0.0.1:3014", green="127.0.0.1:3012")
+
+    routing = read_routing(str(path), UPSTREAM_NAME, str(selection), ["blue", "green"])
+
+    assert routing.state == UpstreamState(f"{UPSTREAM_NAME}-green", "green", ("127.0.0.1:3012",))
+    assert (routing.selection, routing.selection_problem) == ("green", "")
+
+
+def test_unreadable_selection_is_drift_naming_the_fallback(tmp_path: Path) -> None:
+    path = tmp_path / "up.conf"
+    write_slots(
+        path, tmp_path / "selection", "green", blue="127.0.0.1:3014", green="127.0.0.1:3012"
+    )
+
+    routing = read_routing(str(path), UPSTREAM_NAME, str(tmp_path / "nowhere"), ["blue", "green"])
+
+    assert routing.state == UpstreamState(f"{UPSTREAM_NAME}-blue", "blue", ("127.0.0.1:3014",))
+    assert routing.selection_problem == (
+        f"{tmp_path}/nowhere: no such directory (Nginx uses its fallback slot); "
+        "Nginx uses its fallback blue"
+    )
+
+
+@pytest.mark.nginx
+def test_the_verification_server_is_asked_which_server_answers() -> None:
+    # Not pytest's tmp_path: its parents are root-only, so the workers could not see the
+    # selection and would use the fallback (which is what the disagreement check is for).
+    tmp_path = Path(tempfile.mkdtemp(prefix="nocturna-status-"))
+    blue, green = Backend("blue").start(), Backend("green").start()
+    nginx = NginxInstance(tmp_path, blue.port, green.port)
+    nginx.write_config()
+    nginx.write_routing("green", {"blue": blue.server, "green": green.server}, SWITCHED_AT)
+    nginx.start()
+    try:
+        answered = ask_nginx(nginx.verify_url("/health"))
+        # The site config ignores the selection: the files say green, Nginx answers blue.
+        site = tmp_path / "nocturna-chart.conf"
+        site.write_text(site.read_text().replace("-f ", "-d "))
+        subprocess.run(nginx.command("-s", "reload"), check=True, capture_output=True)
+        time.sleep(0.3)
+        routing = read_routing(
+            str(nginx.upstream_file), UPSTREAM_NAME, str(nginx.selection_dir), ["blue", "green"]
+        )
+        disagreeing = ask_nginx(nginx.verify_url("/health"))
+    finally:
+        nginx.stop()
+        blue.stop()
+        green.stop()
+        shutil.rmtree(tmp_path)
+
+    assert answered == (green.server, "")
+    assert disagreeing == (blue.server, "")
+    slots = tuple(
+        SlotStatus(Slot(b.slot), b.port, b.server, ContainerFacts(b.slot, "running", "healthy"))
+        for b in (blue, green)
+    )
+    report = StatusReport(
+        stack="production",
+        environment=Environment.PRODUCTION,
+        live_slot=Slot.GREEN,
+        slots=slots,
+        routing=replace(routing, answered=disagreeing[0]),
+        checked_at=SWITCHED_AT,
+    )
+    problems = [line for line in assess(report).problems if line.startswith("drift")]
+    assert problems == [
+        f"drift: the selection says green ({green.server}), but Nginx's verification server "
+        f"answered from {blue.server}"
+    ]
 
 
 def test_original_hand_written_upstream_file_is_read_without_a_slot(tmp_path: Path) -> None:
@@ -320,6 +413,19 @@ class Project:
     def name(self, slot: str) -> str:
         return f"{self.service}-{slot}"
 
+    @property
+    def selection(self) -> Path:
+        return self.directory / "selection"
+
+    def route(self, live: str | None) -> None:
+        write_slots(
+            self.upstream,
+            self.selection,
+            live,
+            blue=self.server("blue"),
+            green=self.server("green"),
+        )
+
     def server(self, slot: str) -> str:
         return f"127.0.0.1:{self.ports[slot]}"
 
@@ -385,6 +491,8 @@ def project(tmp_path: Path) -> Iterator[Project]:
         serviceName=service,
         bluePort=blue,
         greenPort=green,
+        selectionDir=str(tmp_path / "selection"),
+        verifyUrl="",  # no Nginx here; tests/test_status.py asks a real one separately
     )
     proj = Project(tmp_path, service, {"blue": blue, "green": green}, tmp_path / "up.conf", {})
     try:
@@ -394,7 +502,7 @@ def project(tmp_path: Path) -> Iterator[Project]:
             )
         for cid in proj.containers.values():
             docker_host.wait_healthy(cid, timeout=60)
-        write_upstream(proj.upstream, "blue", proj.server("blue"))
+        proj.route("blue")
         yield proj
     finally:
         for cid in proj.containers.values():
@@ -407,8 +515,8 @@ def test_all_healthy_exits_0_with_both_slots_live_per_config_and_nginx(project: 
     image = docker_host.inspect(docker_host.BASE_IMAGE)["Id"].removeprefix("sha256:")[:12]
     assert code == 0, text
     assert text.splitlines()[1] == (
-        f"Nginx:  upstream {UPSTREAM_NAME} in {project.upstream} routes to "
-        f"blue ({project.server('blue')})"
+        f"Nginx:  upstream {UPSTREAM_NAME}-blue in {project.upstream} routes to "
+        f"blue ({project.server('blue')}); selection: blue"
     )
     blue = project.row(text, "blue")
     green = project.row(text, "green")
@@ -445,7 +553,7 @@ def test_standby_down_exits_3_and_the_live_row_stays_complete(project: Project, 
 
 @pytest.mark.docker
 def test_nginx_on_green_while_active_slot_is_blue_exits_1_naming_both(project: Project) -> None:
-    write_upstream(project.upstream, "green", project.server("green"))
+    project.route("green")
     code, text = project.run_status()
     assert code == 1, text
     assert project.row(text, "blue")[-2:] == ["yes", "no"]
@@ -453,6 +561,29 @@ def test_nginx_on_green_while_active_slot_is_blue_exits_1_naming_both(project: P
     assert text.endswith(
         "Result: drift (exit 1)\n"
         f"  - drift: Nginx routes to green ({project.server('green')}), but activeSlot is blue\n"
+    )
+
+
+@pytest.mark.docker
+def test_missing_selection_exits_1_naming_the_fallback_nginx_uses(project: Project) -> None:
+    project.route(None)
+    code, text = project.run_status()
+    assert code == 1, text
+    assert project.row(text, "blue")[-2:] == ["yes", "yes"]
+    assert text.endswith(
+        "Result: drift (exit 1)\n"
+        "  - drift: selection: no selection (Nginx uses its fallback blue)\n"
+    )
+
+
+@pytest.mark.docker
+def test_host_not_yet_migrated_is_read_from_its_single_group_file(project: Project) -> None:
+    write_upstream(project.upstream, "blue", project.server("blue"))
+    code, text = project.run_status()
+    assert code == 0, text
+    assert text.splitlines()[1] == (
+        f"Nginx:  upstream {UPSTREAM_NAME} in {project.upstream} routes to "
+        f"blue ({project.server('blue')})"
     )
 
 

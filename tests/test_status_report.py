@@ -23,7 +23,7 @@ from nocturna_infra.status_report import (
     short_id,
     status_data,
 )
-from nocturna_infra.upstream import UpstreamState
+from nocturna_infra.traffic.upstream import UpstreamState
 
 NOW = datetime(2026, 11, 26, 21, 0, 0, tzinfo=UTC)
 UPSTREAM = "/etc/nginx/upstreams/nocturna-img-production.conf"
@@ -299,6 +299,9 @@ def test_json_holds_the_same_facts_and_exit_code() -> None:
         "routedSlots": ["blue"],
         "recordedSlot": "blue",
         "problem": None,
+        "selection": None,
+        "selectionProblem": None,
+        "answeredFrom": None,
     }
     assert data["slots"][1] == {
         "slot": "green",
@@ -359,6 +362,14 @@ def test_the_example_in_docs_operations_is_real_output() -> None:
             health="unhealthy",
         ),
     )
-    text = render_status(replace(HEALTHY, slots=(blue, green), checked_at=checked))
+    selected = Routing(
+        UPSTREAM,
+        "nocturna-img-production",
+        UpstreamState("nocturna-img-production-blue", "blue", ("127.0.0.1:3014",)),
+        selection="blue",
+        answered="127.0.0.1:3014",
+    )
+    report = replace(HEALTHY, slots=(blue, green), checked_at=checked, routing=selected)
+    text = render_status(report)
     doc = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
     assert f"```\n{text}```\n" in doc

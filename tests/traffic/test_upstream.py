@@ -4,12 +4,15 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from nocturna_infra.upstream import (
+from nocturna_infra.traffic.upstream import (
     UpstreamParseError,
     UpstreamState,
     parse_upstream,
+    parse_upstream_groups,
     render_upstream,
+    render_upstreams,
     routing_text,
+    slot_groups,
 )
 
 SWITCHED_AT = datetime(2026, 11, 26, 20, 40, 5, tzinfo=UTC)
@@ -102,3 +105,53 @@ def test_routing_text_ignores_only_the_switch_time() -> None:
     blue = render_upstream("nocturna-img-production", "blue", ["127.0.0.1:3012"], SWITCHED_AT)
     assert routing_text(later) == routing_text(GREEN_FILE)
     assert routing_text(blue) != routing_text(GREEN_FILE)
+
+
+# --- the file of the no-reload switch: one group per slot --------------------------------
+
+BOTH_FILE = """\
+# Managed by nocturna_infra.switch; rewritten whole when a slot's servers change, do not edit.
+# written-at: 2026-11-26T20:40:05Z
+upstream nocturna-img-production-blue {
+    server 127.0.0.1:3014;
+    keepalive 32;
+    keepalive_timeout 60s;
+}
+upstream nocturna-img-production-green {
+    server 127.0.0.1:3012;
+    server [::1]:3012;
+    keepalive 32;
+    keepalive_timeout 60s;
+}
+"""
+
+
+def test_render_one_group_per_slot_each_with_its_own_keepalive_pool() -> None:
+    groups = {"blue": ["127.0.0.1:3014"], "green": ["127.0.0.1:3012", "[::1]:3012"]}
+    text = render_upstreams("nocturna-img-production", groups, SWITCHED_AT)
+    assert text == BOTH_FILE
+
+
+def test_groups_are_read_back_by_slot() -> None:
+    groups = parse_upstream_groups(BOTH_FILE)
+    assert slot_groups(groups, "nocturna-img-production") == {
+        "blue": ("127.0.0.1:3014",),
+        "green": ("127.0.0.1:3012", "[::1]:3012"),
+    }
+    assert slot_groups(groups, "other") == {}
+
+
+def test_a_single_group_file_defines_no_slot_groups() -> None:
+    groups = parse_upstream_groups(GREEN_FILE)
+    assert groups == {"nocturna-img-production": ("127.0.0.1:3012",)}
+    assert slot_groups(groups, "nocturna-img-production") == {}
+
+
+def test_routing_text_ignores_the_write_time_but_not_a_server() -> None:
+    groups = {"blue": ["127.0.0.1:3014"], "green": ["127.0.0.1:3012", "[::1]:3012"]}
+    later = render_upstreams("nocturna-img-production", groups, SWITCHED_AT + timedelta(days=1))
+    moved = render_upstreams(
+        "nocturna-img-production", {**groups, "blue": ["127.0.0.1:3015"]}, SWITCHED_AT
+    )
+    assert routing_text(later) == routing_text(BOTH_FILE)
+    assert routing_text(moved) != routing_text(BOTH_FILE)

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from nocturna_infra.probe import (
+from nocturna_infra.traffic.probe import (
     Check,
     CheckResult,
     last_upstream,

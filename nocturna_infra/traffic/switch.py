@@ -1,0 +1,835 @@
+"""Health-gated, transactional switch of Nginx to a slot, without a reload.
+
+    python -m nocturna_infra.switch --upstream-file F --upstream-name N --selection-dir D \
+        --slot S --server HOST:PORT [--standby OTHER=HOST:PORT] --health-url URL \
+        [--verify-url URL] ...
+
+Order: validate every flag, probe the target directly, take the lock; only if a slot's servers
+change: atomically replace the upstream file (one group per slot), `nginx -t`, reload. Then
+flip the selection file (see `selection`), which Nginx reads on the next request, and verify
+through Nginx. Any failure after the first write puts the previous selection and file back
+(atomically) and, once Nginx may have loaded the new file, reloads again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import ipaddress
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import IntEnum
+from pathlib import Path
+from typing import Final, NoReturn
+from urllib.parse import urlsplit
+
+from nocturna_infra.cli import RaisingArgumentParser, UsageError
+from nocturna_infra.traffic import safe_files
+from nocturna_infra.traffic.probe import Check, CheckResult, run_check, verify_routed
+from nocturna_infra.traffic.safe_files import UnsafeFileError
+from nocturna_infra.traffic.selection import (
+    describe,
+    marker,
+    nginx_choice,
+    read_markers,
+    write_markers,
+)
+from nocturna_infra.traffic.upstream import (
+    KEEPALIVE,
+    UpstreamParseError,
+    group_name,
+    parse_upstream_groups,
+    render_upstreams,
+    routing_text,
+    slot_groups,
+)
+
+
+class ExitCode(IntEnum):
+    """Process exit codes; the table in `--help` and docs/switch.md documents them."""
+
+    OK = 0
+    USAGE = 2
+    UNHEALTHY = 3
+    CONFIG_REJECTED = 4
+    RELOAD_FAILED = 5
+    VERIFY_FAILED = 6
+    LOCKED = 7
+    FILESYSTEM = 8
+
+
+EXIT_CODES_HELP: Final = """\
+exit codes:
+  0  switched, or the target was already live (nothing rewritten, no reload)
+  2  bad usage: a flag is missing or invalid; nothing was touched
+  3  target not healthy (probe or smoke failed); nothing was changed
+  4  nginx -t rejected the new upstream file; the previous file was restored byte for byte
+  5  reload failed; the previous file was restored and a reload retried with it
+  6  verification through Nginx failed; the previous selection (and upstream file, if the
+     servers changed) was restored
+  7  another switch holds the lock; nothing was changed
+  8  a file or directory could not be written, or is unsafe (a symlink, or a directory others
+     may write to); nothing was changed, or what was written was restored
+  143/130/129  stopped by SIGTERM/SIGINT/SIGHUP (128 + signal); after the first write the
+     previous selection and file were restored first, before it nothing was changed
+"""
+
+NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]+")
+HOSTNAME_RE: Final = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+METHOD_RE: Final = re.compile(r"[A-Z]{3,10}")
+NGINX_COMMAND_TIMEOUT: Final = 60.0
+INTERRUPTS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+DEFAULT_FALLBACK: Final = "blue"
+
+
+class SwitchError(Exception):
+    """The switch stopped; `code` says how far it got and what was put back."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class Interrupted(BaseException):
+    """SIGTERM, SIGINT or SIGHUP arrived; raised so a half-done switch can put things back."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class SignalGuard:
+    """Turns a signal into `Interrupted`, except while a restore runs: then it is only noted,
+    so a second Ctrl-C or a dropped SSH session (SIGHUP) cannot abort putting things back."""
+
+    def __init__(self) -> None:
+        self.restoring = False
+        self.raised = False
+        self.deferred: list[int] = []
+
+    def handle(self, signum: int, _frame: object) -> None:
+        # Only the first signal interrupts: later ones would land in the restore it starts.
+        if self.restoring or self.raised:
+            self.deferred.append(signum)
+            return
+        self.raised = True
+        raise Interrupted(signum)
+
+    @contextmanager
+    def shielded(self) -> Iterator[None]:
+        previous, self.restoring = self.restoring, True
+        try:
+            yield
+        finally:
+            self.restoring = previous
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self.handle) for sig in INTERRUPTS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+@dataclass(frozen=True)
+class SwitchOptions:
+    """Every validated input of one switch."""
+
+    upstream_file: Path
+    upstream_name: str
+    selection_dir: Path
+    slot: str
+    servers: tuple[str, ...]
+    standby: Mapping[str, tuple[str, ...]]
+    fallback_slot: str
+    health: tuple[Check, ...]
+    smoke: Check | None
+    verify: Check | None
+    verify_attempts: int
+    nginx_test: tuple[str, ...]
+    nginx_reload: tuple[str, ...]
+    attempts: int
+    interval: float
+    timeout: float
+    lock_file: Path
+    lock_wait: float
+    keepalive: int
+
+
+# --- validation: pure, each error names the flag, the problem and the bad value -------------
+
+
+def _usage(flag: str, expected: str, value: object) -> NoReturn:
+    msg = f"{flag}: expected {expected}; got {value!r}"
+    raise UsageError(msg)
+
+
+def parse_server(value: str, flag: str = "--server") -> str:
+    """`HOST:PORT` for an Nginx `server` line; `localhost` is refused (it may mean ::1)."""
+    expected = "HOST:PORT (IPv4 address, [IPv6] address or hostname; port 1-65535)"
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
+        _usage(flag, expected, value)
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            _usage(flag, expected, value)
+    elif re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            _usage(flag, expected, value)
+    elif not HOSTNAME_RE.fullmatch(host):
+        _usage(flag, expected, value)
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        msg = (
+            f"{flag}: {value!r} may resolve to ::1, where the slot does not listen; "
+            f"use 127.0.0.1:{int(port)}"
+        )
+        raise UsageError(msg)
+    return f"{host}:{int(port)}"
+
+
+def parse_url(value: str, flag: str) -> str:
+    """An absolute http(s) URL with a host and, if given, a valid port."""
+    expected = "an http:// or https:// URL with a host"
+    parts = urlsplit(value)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        _usage(flag, expected, value)
+    if any(char.isspace() for char in value):
+        _usage(flag, expected, value)
+    return value
+
+
+def parse_name(value: str, flag: str) -> str:
+    """A name written into the Nginx file: letters, digits, `_`, `.`, `-` only."""
+    if not NAME_RE.fullmatch(value):
+        _usage(flag, "letters, digits, '_', '.' or '-'", value)
+    return value
+
+
+def parse_int(value: str, flag: str, minimum: int, maximum: int | None = None) -> int:
+    """A whole number within bounds."""
+    expected = f"an integer >= {minimum}" if maximum is None else f"{minimum}-{maximum}"
+    try:
+        number = int(value)
+    except ValueError:
+        _usage(flag, expected, value)
+    if number < minimum or (maximum is not None and number > maximum):
+        _usage(flag, expected, value)
+    return number
+
+
+def parse_seconds(value: str, flag: str, *, positive: bool) -> float:
+    """A finite number of seconds, > 0 or >= 0."""
+    expected = "a number of seconds > 0" if positive else "a number of seconds >= 0"
+    try:
+        number = float(value)
+    except ValueError:
+        _usage(flag, expected, value)
+    if not number < float("inf") or number < 0 or (positive and number == 0):
+        _usage(flag, expected, value)
+    return number
+
+
+def parse_command(value: str, flag: str) -> tuple[str, ...]:
+    """A command line split like a shell would, to run without one."""
+    try:
+        argv = shlex.split(value)
+    except ValueError as error:
+        _usage(flag, f"a command line ({error})", value)
+    if not argv:
+        _usage(flag, "a non-empty command line", value)
+    return tuple(argv)
+
+
+def parse_host_header(value: str) -> str:
+    """A `Host` header value: hostname or IP, optionally with a port."""
+    host, _, port = value.rpartition(":") if ":" in value else (value, "", "")
+    if port and not (re.fullmatch(r"[0-9]{1,5}", port) and 1 <= int(port) <= 65535):
+        _usage("--host-header", "HOST or HOST:PORT", value)
+    if not (HOSTNAME_RE.fullmatch(host) or re.fullmatch(r"\[[0-9A-Fa-f:.]+\]", host)):
+        _usage("--host-header", "HOST or HOST:PORT", value)
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI; every value stays a string here and is validated in `parse_options`."""
+    parser = RaisingArgumentParser(
+        prog="python -m nocturna_infra.switch",
+        description="Switch the Nginx upstream to a healthy slot, with test, reload, verify "
+        "and restore on failure. Never prompts.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add(
+        "--upstream-file",
+        required=True,
+        metavar="PATH",
+        help="upstream file the switch owns and rewrites",
+    )
+    add("--upstream-name", required=True, metavar="NAME", help="name of the Nginx upstream block")
+    add(
+        "--selection-dir",
+        required=True,
+        metavar="DIR",
+        help="root-owned directory holding the selection files the site config tests",
+    )
+    add("--slot", required=True, metavar="NAME", help="slot to make live")
+    add(
+        "--server",
+        action="append",
+        required=True,
+        metavar="HOST:PORT",
+        help="HOST:PORT of the target (repeatable)",
+    )
+    add(
+        "--standby",
+        action="append",
+        default=[],
+        metavar="SLOT=HOST:PORT",
+        help="servers of another slot's group (repeatable); slots not given keep the servers "
+        "the upstream file already defines",
+    )
+    add(
+        "--fallback-slot",
+        default=DEFAULT_FALLBACK,
+        metavar="NAME",
+        help="slot the site config uses when no other slot's selection file exists "
+        "(default: %(default)s)",
+    )
+    add(
+        "--health-url",
+        action="append",
+        required=True,
+        metavar="URL",
+        help="must answer 200 (repeatable)",
+    )
+    add("--health-contains", help="text every health response body must contain")
+    add(
+        "--smoke-url", metavar="URL", help="optional smoke request proving the service really works"
+    )
+    add("--smoke-method", default="GET")
+    add("--smoke-body", help="request body (sent as application/json)")
+    add("--smoke-status", default="200")
+    add("--smoke-content-type", help="required Content-Type prefix, e.g. image/png")
+    add(
+        "--smoke-auth-env",
+        metavar="VAR",
+        help="environment variable holding a bearer token for the smoke request "
+        "(kept off the command line)",
+    )
+    add("--host-header", help="Host header for probes and verification")
+    add("--verify-url", metavar="URL", help="URL on Nginx's loopback verification server")
+    # Old workers may still answer for a moment after a reload, hence several attempts.
+    add("--verify-attempts", default="20", help="verification attempts (default: %(default)s)")
+    add("--nginx-test", default="nginx -t", help="default: %(default)s")
+    add("--nginx-reload", default="nginx -s reload", help="default: %(default)s")
+    add("--attempts", default="30", help="probe attempts (default: %(default)s)")
+    add("--interval", default="2", help="max seconds between probe attempts (default: 2)")
+    add("--timeout", default="5", help="seconds per request (default: %(default)s)")
+    add("--lock-file", help="default: <upstream-file>.lock")
+    add("--lock-wait", default="0", help="seconds to wait for the lock (default: fail fast)")
+    add("--keepalive", default=str(KEEPALIVE), help="idle upstream connections per worker")
+    return parser
+
+
+def _bearer_token(variable: str | None, environ: Mapping[str, str]) -> str | None:
+    if variable is None:
+        return None
+    token = environ.get(variable, "")
+    if not token:
+        msg = f"--smoke-auth-env: environment variable {variable!r} is unset or empty"
+        raise UsageError(msg)
+    return token
+
+
+def parse_options(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> SwitchOptions:
+    """Validate the whole command line before anything is touched."""
+    ns = build_parser().parse_args(list(argv))
+    name = parse_name(ns.upstream_name, "--upstream-name")
+    slot = parse_name(ns.slot, "--slot")
+    servers = tuple(parse_server(server) for server in ns.server)
+    host = parse_host_header(ns.host_header) if ns.host_header else None
+    health = tuple(
+        Check(parse_url(url, "--health-url"), contains=ns.health_contains, host_header=host)
+        for url in ns.health_url
+    )
+    smoke = None
+    if ns.smoke_url is not None:
+        if not METHOD_RE.fullmatch(ns.smoke_method):
+            _usage(
+                "--smoke-method", "an upper-case HTTP method such as GET or POST", ns.smoke_method
+            )
+        smoke = Check(
+            parse_url(ns.smoke_url, "--smoke-url"),
+            method=ns.smoke_method,
+            body=ns.smoke_body,
+            status=parse_int(ns.smoke_status, "--smoke-status", 100, 599),
+            content_type=ns.smoke_content_type,
+            host_header=host,
+            bearer_token=_bearer_token(ns.smoke_auth_env, environ),
+        )
+    elif any(v is not None for v in (ns.smoke_body, ns.smoke_content_type, ns.smoke_auth_env)):
+        msg = "--smoke-body/--smoke-content-type/--smoke-auth-env: given without --smoke-url"
+        raise UsageError(msg)
+    standby: dict[str, list[str]] = {}
+    for entry in ns.standby:
+        other, sep, server = entry.partition("=")
+        if not sep:
+            _usage("--standby", "SLOT=HOST:PORT", entry)
+        other = parse_name(other, "--standby")
+        if other == slot:
+            _usage("--standby", f"a slot other than --slot {slot}", entry)
+        standby.setdefault(other, []).append(parse_server(server, "--standby"))
+    verify = None
+    if ns.verify_url is not None:
+        verify = Check(parse_url(ns.verify_url, "--verify-url"), host_header=host)
+    upstream_file = Path(ns.upstream_file)
+    if not upstream_file.name:
+        _usage("--upstream-file", "a file path", ns.upstream_file)
+    lock_file = Path(ns.lock_file) if ns.lock_file else Path(f"{upstream_file}.lock")
+    if not ns.selection_dir or not Path(ns.selection_dir).is_absolute():
+        _usage("--selection-dir", "an absolute directory path", ns.selection_dir)
+    return SwitchOptions(
+        upstream_file=upstream_file,
+        upstream_name=name,
+        selection_dir=Path(ns.selection_dir),
+        slot=slot,
+        servers=servers,
+        standby={other: tuple(found) for other, found in standby.items()},
+        fallback_slot=parse_name(ns.fallback_slot, "--fallback-slot"),
+        health=health,
+        smoke=smoke,
+        verify=verify,
+        verify_attempts=parse_int(ns.verify_attempts, "--verify-attempts", 1),
+        nginx_test=parse_command(ns.nginx_test, "--nginx-test"),
+        nginx_reload=parse_command(ns.nginx_reload, "--nginx-reload"),
+        attempts=parse_int(ns.attempts, "--attempts", 1),
+        interval=parse_seconds(ns.interval, "--interval", positive=False),
+        timeout=parse_seconds(ns.timeout, "--timeout", positive=True),
+        lock_file=lock_file,
+        lock_wait=parse_seconds(ns.lock_wait, "--lock-wait", positive=False),
+        keepalive=parse_int(ns.keepalive, "--keepalive", 1),
+    )
+
+
+# --- running: progress, probes, lock, writes, nginx -----------------------------------------
+
+
+class Progress:
+    """One stdout line per step, prefixed with the time since the switch started."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def step(self, message: str) -> None:
+        print(f"[{self.elapsed:.2f}s] {message}", flush=True)
+
+
+def backoff(attempt: int, ceiling: float, first: float = 0.1) -> float:
+    """Delay after failed attempt `attempt` (1-based): doubling from `first`, capped."""
+    return float(min(ceiling, first * 2 ** (attempt - 1)))
+
+
+def _label(check: Check) -> str:
+    return f"{check.method} {check.url}" if check.method != "GET" else check.url
+
+
+def _first_failure(
+    checks: Sequence[Check], timeout: float, progress: Progress
+) -> tuple[Check, CheckResult] | None:
+    for check in checks:
+        result = run_check(check, timeout)
+        progress.step(f"probe {_label(check)}: {result.detail}")
+        if not result.ok:
+            return check, result
+    return None
+
+
+def probe_target(opts: SwitchOptions, progress: Progress) -> None:
+    """Every health URL and the smoke check must pass in one attempt; bounded retries."""
+    checks = (*opts.health, *((opts.smoke,) if opts.smoke else ()))
+    attempt = 0
+    while True:
+        attempt += 1
+        failed = _first_failure(checks, opts.timeout, progress)
+        if failed is None:
+            return
+        if attempt >= opts.attempts:
+            break
+        time.sleep(backoff(attempt, opts.interval))
+    check, result = failed
+    reason = (
+        f"{opts.slot} not healthy after {progress.elapsed:.1f}s ({_label(check)} {result.detail})"
+    )
+    raise SwitchError(ExitCode.UNHEALTHY, reason)
+
+
+@contextmanager
+def held_lock(path: Path, wait: float, owner: str) -> Iterator[None]:
+    """Non-blocking exclusive flock on an owner-only file (the kernel drops it if we die)."""
+    try:
+        safe_files.check_directory(path.parent)
+        fd = safe_files.open_lock(path)
+    except UnsafeFileError as error:
+        raise SwitchError(ExitCode.FILESYSTEM, f"lock file: {error}") from None
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+                    msg = f"another switch holds {path} ({holder or 'unknown'})"
+                    raise SwitchError(ExitCode.LOCKED, msg) from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (owner + "\n").encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def run_nginx(argv: Sequence[str]) -> str | None:
+    """Run an Nginx command without a shell; None on success, else its last error line."""
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=NGINX_COMMAND_TIMEOUT, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return str(error)
+    if done.returncode == 0:
+        return None
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    # nginx -t ends with "test failed"; the line saying why is the first [emerg] one.
+    reasons = [line for line in lines if "[emerg]" in line] or lines[-1:] or ["no output"]
+    return f"exit {done.returncode}: {reasons[0]}"
+
+
+def verify_through_nginx(opts: SwitchOptions, progress: Progress) -> str | None:
+    """None once Nginx routes to a target server, else why not after bounded retries."""
+    if opts.verify is None:
+        progress.step("verify: skipped (no --verify-url)")
+        return None
+    detail = ""
+    for attempt in range(1, opts.verify_attempts + 1):
+        result = verify_routed(opts.verify, opts.timeout, opts.servers)
+        progress.step(f"verify {opts.verify.url}: {result.detail}")
+        if result.ok:
+            return None
+        detail = result.detail
+        if attempt < opts.verify_attempts:
+            time.sleep(backoff(attempt, 0.5, first=0.05))
+    return f"{opts.verify.url} {detail}"
+
+
+def _describe_groups(slot_servers: Mapping[str, Sequence[str]]) -> str:
+    return ", ".join(f"{slot} -> {' '.join(servers)}" for slot, servers in slot_servers.items())
+
+
+class _StepFailedError(Exception):
+    """A step failed after the transaction began; the transaction restores, then reports."""
+
+    def __init__(self, code: ExitCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass
+class Plan:
+    """What one switch will write, decided under the lock before the first write."""
+
+    old_file: bytes | None
+    old_mode: int | None
+    old_groups: dict[str, tuple[str, ...]]
+    new_groups: dict[str, tuple[str, ...]]
+    new_text: str
+    old_markers: frozenset[str]
+
+    @property
+    def slots(self) -> list[str]:
+        return list(self.new_groups)
+
+    @property
+    def servers_change(self) -> bool:
+        return self.old_file is None or routing_text(
+            self.old_file.decode("utf-8", "replace")
+        ) != routing_text(self.new_text)
+
+
+def make_plan(opts: SwitchOptions, now: datetime) -> Plan:
+    """Read the upstream file and the selection; refuse what cannot be switched safely."""
+    safe_files.check_directory(opts.upstream_file.parent)
+    # Searchable by the Nginx workers' group only (www-data on Debian; see docs/switch.md).
+    safe_files.check_directory(opts.selection_dir, "install -d -o root -g www-data -m 0750")
+    old = safe_files.read_file(opts.upstream_file)
+    old_groups: dict[str, tuple[str, ...]] = {}
+    if old is not None:
+        try:
+            old_groups = slot_groups(
+                parse_upstream_groups(old[0].decode("utf-8", "replace")), opts.upstream_name
+            )
+        except UpstreamParseError:
+            old_groups = {}  # e.g. the single-group file of a host being migrated
+    merged = {**old_groups, **opts.standby, opts.slot: opts.servers}
+    if opts.fallback_slot not in merged:
+        msg = (
+            f"--fallback-slot {opts.fallback_slot}: no servers known for it (the site config "
+            f"proxies to {group_name(opts.upstream_name, opts.fallback_slot)} when no other slot "
+            f"is selected); pass --standby {opts.fallback_slot}=HOST:PORT"
+        )
+        raise SwitchError(ExitCode.USAGE, msg)
+    order = sorted(merged, key=lambda slot: (slot != opts.fallback_slot, slot))
+    new_groups = {slot: merged[slot] for slot in order}
+    for path in (opts.upstream_file, Path(f"{opts.upstream_file}.prev")):
+        safe_files.remove_temps(path)
+    for slot in new_groups:
+        safe_files.remove_temps(marker(opts.selection_dir, opts.upstream_name, slot))
+    return Plan(
+        old_file=old[0] if old else None,
+        old_mode=old[1] if old else None,
+        old_groups=old_groups,
+        new_groups=new_groups,
+        new_text=render_upstreams(opts.upstream_name, new_groups, now, opts.keepalive),
+        old_markers=read_markers(opts.selection_dir, opts.upstream_name, list(new_groups)),
+    )
+
+
+class Transaction:
+    """Writes in order and, on any failure or signal after the first write, puts back exactly
+    what it touched. Flags are set *before* each write: a signal arriving mid-write must be
+    answered with a restore, never with "nothing changed"."""
+
+    def __init__(
+        self, opts: SwitchOptions, plan: Plan, progress: Progress, guard: SignalGuard
+    ) -> None:
+        self.opts = opts
+        self.plan = plan
+        self.progress = progress
+        self.guard = guard
+        self.file_touched = False
+        self.reload_started = False
+        self.selection_touched = False
+
+    @property
+    def touched(self) -> bool:
+        return self.file_touched or self.selection_touched
+
+    def run(self) -> bool:
+        """True if anything changed; raises SwitchError after restoring on failure."""
+        try:
+            return self._steps()
+        except _StepFailedError as failed:
+            self.guard.restoring = True  # from here on a signal cannot cut the restore short
+            raise SwitchError(failed.code, failed.reason + self._restore()) from None
+        except Interrupted as interrupted:
+            name = signal.Signals(interrupted.signum).name
+            done = self._restore() if self.touched else "; nothing changed"
+            raise SwitchError(128 + interrupted.signum, f"interrupted by {name}{done}") from None
+
+    def _steps(self) -> bool:
+        opts, plan, step = self.opts, self.plan, self.progress.step
+        path = opts.upstream_file
+        if plan.servers_change:
+            self.file_touched = True
+            try:
+                if plan.old_file is not None:
+                    safe_files.write_atomic(
+                        Path(f"{path}.prev"), plan.old_file, safe_files.kept_mode(plan.old_mode)
+                    )
+                safe_files.write_atomic(
+                    path, plan.new_text.encode(), safe_files.kept_mode(plan.old_mode)
+                )
+            except OSError as error:
+                self.file_touched = self._file_differs()
+                msg = f"cannot write {path}: {error.strerror}"
+                raise _StepFailedError(ExitCode.FILESYSTEM, msg) from None
+            was = _describe_groups(plan.old_groups) if plan.old_groups else "no slot groups"
+            step(f"write {path}: {_describe_groups(plan.new_groups)} (was {was})")
+            self._test_and_reload()
+        else:
+            step(f"{path}: servers unchanged; not rewritten, no reload")
+        want = frozenset({opts.slot})
+        before = describe(plan.old_markers, plan.slots, opts.fallback_slot)
+        if plan.old_markers != want:
+            self.selection_touched = True
+            try:
+                write_markers(opts.selection_dir, opts.upstream_name, plan.slots, want)
+            except (OSError, UnsafeFileError) as error:
+                self.selection_touched = self._selection_differs()
+                reason = getattr(error, "strerror", None) or str(error)
+                msg = f"cannot write the selection in {opts.selection_dir}: {reason}"
+                raise _StepFailedError(ExitCode.FILESYSTEM, msg) from None
+            step(f"select {opts.slot} in {opts.selection_dir} (was {before})")
+        else:
+            step(f"selection: already {before}")
+        problem = verify_through_nginx(opts, self.progress)
+        if problem is None:
+            return self.touched
+        if not self.file_touched:
+            # The upstream file is as wanted but Nginx may not have loaded it (an earlier
+            # switch was killed between its write and its reload): test and reload it as it
+            # is, once, before giving up.
+            step(f"{path}: reloading it as it is, in case Nginx never loaded it")
+            self._test_and_reload()
+            problem = verify_through_nginx(opts, self.progress)
+            if problem is None:
+                return True
+        raise _StepFailedError(
+            ExitCode.VERIFY_FAILED, f"verification through Nginx failed ({problem})"
+        )
+
+    def _file_differs(self) -> bool:
+        """After a failed write: did the upstream file change anyway (it is atomic, so
+        normally not)? Unknown counts as changed, so it is restored."""
+        try:
+            now = safe_files.read_file(self.opts.upstream_file)
+        except UnsafeFileError:
+            return True
+        return (now[0] if now else None) != self.plan.old_file
+
+    def _selection_differs(self) -> bool:
+        opts = self.opts
+        try:
+            now = read_markers(opts.selection_dir, opts.upstream_name, self.plan.slots)
+        except UnsafeFileError:
+            return True
+        return now != self.plan.old_markers
+
+    def _test_and_reload(self) -> None:
+        problem = run_nginx(self.opts.nginx_test)
+        self.progress.step(f"nginx test: {problem or 'ok'}")
+        if problem is not None:
+            raise _StepFailedError(
+                ExitCode.CONFIG_REJECTED, f"nginx -t rejected the new file ({problem})"
+            )
+        self.reload_started = True
+        problem = run_nginx(self.opts.nginx_reload)
+        self.progress.step(f"nginx reload: {problem or 'ok'}")
+        if problem is not None:
+            raise _StepFailedError(ExitCode.RELOAD_FAILED, f"reload failed ({problem})")
+
+    def _restore(self) -> str:
+        """Put back what was touched, with signals deferred; returns the tail of the reason."""
+        opts, plan, step = self.opts, self.plan, self.progress.step
+        done: list[str] = []
+        failed: list[str] = []
+        with self.guard.shielded():
+            if self.selection_touched:
+                try:
+                    write_markers(
+                        opts.selection_dir, opts.upstream_name, plan.slots, plan.old_markers
+                    )
+                    before = describe(plan.old_markers, plan.slots, opts.fallback_slot)
+                    step(f"restore selection: {before}")
+                    done.append("previous selection restored")
+                except (OSError, UnsafeFileError) as error:
+                    step(f"restore selection: FAILED ({error})")
+                    failed.append(f"RESTORE FAILED ({error}): fix {opts.selection_dir} by hand")
+            if self.file_touched:
+                try:
+                    safe_files.write_atomic(
+                        opts.upstream_file, plan.old_file, safe_files.kept_mode(plan.old_mode)
+                    )
+                    restored = "previous file" if plan.old_file else "absent again"
+                    step(f"restore {opts.upstream_file}: {restored}")
+                    done.append("previous file restored")
+                except (OSError, UnsafeFileError) as error:
+                    step(f"restore {opts.upstream_file}: FAILED ({error})")
+                    failed.append(f"RESTORE FAILED ({error}): fix {opts.upstream_file} by hand")
+            if self.reload_started and self.file_touched:
+                error_line = run_nginx(opts.nginx_reload)
+                step(f"reload with previous file: {error_line or 'ok'}")
+                if error_line:
+                    failed.append(f"reload with the previous file also failed ({error_line})")
+                else:
+                    done.append("reloaded")
+        text = " and ".join(done) if done else "nothing changed"
+        return "; " + "; ".join([text, *failed])
+
+
+def run(
+    opts: SwitchOptions, now: Callable[[], datetime], progress: Progress, guard: SignalGuard
+) -> str:
+    """The whole switch after validation; returns the summary line."""
+    targets = ", ".join(opts.servers)
+    progress.step(f"switch {opts.upstream_name} to {opts.slot} ({targets})")
+    probe_target(opts, progress)
+    owner = (
+        f"pid {os.getpid()} switching to {opts.slot} since {now().isoformat(timespec='seconds')}"
+    )
+    with held_lock(opts.lock_file, opts.lock_wait, owner):
+        progress.step(f"lock {opts.lock_file}: held")
+        try:
+            plan = make_plan(opts, now())
+        except UnsafeFileError as error:
+            raise SwitchError(ExitCode.FILESYSTEM, f"{error}; nothing changed") from None
+        changed = Transaction(opts, plan, progress, guard).run()
+    verb = "switched to" if changed else "already live:"
+    return f"{verb} {opts.slot} -> {targets} ({opts.upstream_name}) in {progress.elapsed:.2f}s"
+
+
+def selected_slot(
+    selection_dir: Path, upstream_name: str, slots: Sequence[str], fallback: str
+) -> str:
+    """The slot Nginx proxies to per the selection files (for status and the program)."""
+    return nginx_choice(read_markers(selection_dir, upstream_name, slots), slots, fallback)
+
+
+def main(argv: Sequence[str] | None = None, now: Callable[[], datetime] | None = None) -> int:
+    """CLI entry point; the clock is injectable so tests can pin the recorded write time."""
+    guard = SignalGuard()
+    # Handlers first: a signal from here on is answered by restoring, or "nothing changed".
+    with guard.installed():
+        try:
+            opts = parse_options(sys.argv[1:] if argv is None else argv)
+        except UsageError as error:
+            print(f"switch: {error}", file=sys.stderr)
+            return ExitCode.USAGE
+        except SystemExit as done:  # --help
+            return int(done.code or 0)
+        progress = Progress()
+        try:
+            summary = run(opts, now or (lambda: datetime.now(UTC)), progress, guard)
+        except SwitchError as failure:
+            print(f"switch: {failure.reason}", file=sys.stderr)
+            return failure.code
+        except Interrupted as interrupted:  # before the first write: nothing to put back
+            name = signal.Signals(interrupted.signum).name
+            print(f"switch: interrupted by {name}; nothing changed", file=sys.stderr)
+            return 128 + interrupted.signum
+    print(f"switch: {summary}", flush=True)
+    return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
