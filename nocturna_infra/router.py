@@ -6,7 +6,7 @@ tests and reloads once)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -24,6 +24,9 @@ class RouterArgs:
     standby_servers: pulumi.Input[str] = ""
     """`slot=HOST:PORT` of the other slots; a change rewrites the upstream file."""
     selection_dir: str = ""
+    environment: pulumi.Input[Mapping[str, pulumi.Input[str]]] | None = None
+    """Secret values the smoke checks name as `${VAR}` (the live slot's API key), handed to
+    the switch's process, so they are in neither the command line nor the output."""
     depends_on: Sequence[pulumi.Resource] = ()
 
 
@@ -49,6 +52,7 @@ class Router(pulumi.ComponentResource):
                 args.upstream_name,
                 args.selection_dir,  # the selection moved: write it there
             ],
+            environment=args.environment,
             logging=local.Logging.STDOUT_AND_STDERR,
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
         )

@@ -23,7 +23,7 @@ import yaml
 
 from nocturna_infra.provider_form import cpus_form, nano_cpus_read_back, parse_cpus
 from nocturna_infra.slot import PRODUCTION_SLOTS, Slot
-from nocturna_infra.smoke import SmokeCheck, SmokeDefinitionError, parse_checks
+from nocturna_infra.traffic.smoke import SmokeCheck, SmokeDefinitionError, parse_checks
 
 PROJECT: Final = "nocturna-infra"
 

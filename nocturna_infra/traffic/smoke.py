@@ -28,7 +28,7 @@ from typing import Any, Final, NoReturn
 
 import requests
 
-from nocturna_infra.probe import VERIFY_HEADER
+from nocturna_infra.traffic.probe import VERIFY_HEADER
 
 FIELDS: Final = (
     "name",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from nocturna_infra.watch import LogTail, Thresholds, Watch, parse_line, run_window
+from nocturna_infra.traffic.watch import LogTail, Thresholds, Watch, parse_line, run_window
 
 GREEN = "nocturna-img-production-green"
 BLUE = "nocturna-img-production-blue"

@@ -6,14 +6,14 @@ traffic, `watch_then_decide` holds no lock while it watches (a break-glass switc
 rollback is never blocked); the caller re-takes the lock before switching back and does
 nothing if the selection no longer names the watched slot.
 
-The outcome is kept in `<selection dir>/<upstream name>.watch.json`, for `status`, for the
+The outcome is kept in `<upstream file>.watch.json`, for `status`, for the
 program's drift guard (a switch back is expected routing, not drift) and for people.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from nocturna_infra.probe import Check, last_upstream, upstream_addresses, verify_routed
-from nocturna_infra.smoke import SmokeCheck, run_checks
-from nocturna_infra.watch import LogTail, Outcome, Thresholds, Watch, run_window
+from nocturna_infra.traffic.probe import Check, last_upstream, upstream_addresses, verify_routed
+from nocturna_infra.traffic.smoke import SmokeCheck, run_checks
+from nocturna_infra.traffic.watch import LogTail, Outcome, Thresholds, Watch, run_window
 
 RECORD_SUFFIX: Final = ".watch.json"
 
@@ -84,9 +84,9 @@ def nginx_probe(
     return probe
 
 
-def record_path(selection_dir: Path, upstream_name: str) -> Path:
-    """Where the last switch's watch outcome is kept."""
-    return selection_dir / f"{upstream_name}{RECORD_SUFFIX}"
+def record_path(upstream_file: Path) -> Path:
+    """Where the last watch's outcome is kept: beside the upstream file, like .lock/.prev."""
+    return upstream_file.with_name(upstream_file.name + RECORD_SUFFIX)
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
@@ -164,11 +164,21 @@ def run_watch(
     return outcome
 
 
-def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Replace `path` with `data` as JSON via a temp file and rename."""
-    temp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        temp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+def ended(
+    result: str, reason: str, watch: Watch, switched_back_at: float | None = None
+) -> dict[str, Any]:
+    """The fields a finished watch adds to its record."""
+    fields: dict[str, Any] = {
+        "result": result,
+        "reason": reason,
+        "ended": iso(time.time()),
+        "seen": watch.to_json(),
+        "firstFailure": iso(watch.first_failure),
+    }
+    if switched_back_at is not None:
+        fields["switchedBack"] = iso(switched_back_at)
+        if watch.first_failure is not None:
+            fields["secondsFromFirstFailureToSwitchBack"] = round(
+                switched_back_at - watch.first_failure, 3
+            )
+    return fields

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from nocturna_infra.smoke import (
+from nocturna_infra.traffic.smoke import (
     SmokeCheck,
     SmokeDefinitionError,
     checks_json,
