@@ -648,6 +648,17 @@ class Rehearsal:
         self.record("7b switch: watch switches back", "switched back to blue", up, figures,
                     problems, self.production, self.nginx,
                     broken=("green", answers))  # fmt: skip
+        # Keep blue, as the message advises: the drift guard accepts Nginx on blue, no container
+        # changes, and the switch finds blue already live.
+        with under_load(self.nginx, self.workdir) as figures:
+            up = self._up(activeSlot="blue")
+        problems = self.untouched("blue", blue_v1, self.slot_states(self.production))
+        if up.mocks.replaced:
+            problems.append(f"keeping blue replaced {up.mocks.replaced}")
+        if not served_version(self.nginx).startswith("blue v1.0.0"):
+            problems.append(f"after keeping blue Nginx serves {served_version(self.nginx)}")
+        self.record("7c keep blue (activeSlot blue)", "ok", up, figures, problems,
+                    self.production, self.nginx)  # fmt: skip
 
     def _staging(self) -> None:
         # 8. Staging: one container on its own port, routed after its probe passes.

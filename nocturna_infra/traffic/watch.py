@@ -243,7 +243,7 @@ def run_window(
     still_selected: Callable[[], bool],
     step: Callable[[str], None],
     probe_interval: float = 2.0,
-    poll: float = 0.25,
+    poll: float = 0.1,
 ) -> Outcome:
     """Watch until `seconds` pass or the verdict says switch back; holds no lock."""
     end = time.monotonic() + seconds
