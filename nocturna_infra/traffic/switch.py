@@ -374,7 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="after a switch, watch the new slot through Nginx this long and switch back if it "
         "fails (default: %(default)s, no watch); needs --watch-log and --verify-url",
     )
-    add("--watch-log", metavar="PATH", help="the site's JSON access log (nocturna_slots format)")
+    add(
+        "--watch-log",
+        metavar="PATH",
+        help="the JSON access log the shipped site writes (log_format nocturna_production_slots)",
+    )
     add("--watch-error-percent", default="5", help="5xx share that fails the watch (default: 5)")
     add(
         "--watch-min-requests",
