@@ -17,6 +17,7 @@ from nocturna_infra.deployment import (
     STATE_VERSION,
     RecordedState,
     SlotAction,
+    after_switch_back,
     is_protected,
     is_switch,
     plan_actions,
@@ -31,6 +32,7 @@ from nocturna_infra.router import Router, RouterArgs
 from nocturna_infra.settings import PROJECT, ConfigError, Environment, Settings
 from nocturna_infra.slot import Slot
 from nocturna_infra.slot_container import SlotContainer, SlotContainerArgs
+from nocturna_infra.traffic import gates
 from nocturna_infra.traffic.safe_files import UnsafeFileError
 from nocturna_infra.traffic.selection import nginx_choice, read_markers
 from nocturna_infra.traffic.upstream import UpstreamParseError, parse_upstream
@@ -126,7 +128,9 @@ def main(project_dir: Path | None = None) -> None:
     previous = checked_previous_state(settings)
     production = settings.environment is Environment.PRODUCTION
     active = settings.active_slot if production else None
-    conflict = routing_conflict(routed_slot(settings), active, previous)
+    routed = routed_slot(settings)
+    previous = after_switch_back(previous, routed, switched_back(settings))
+    conflict = routing_conflict(routed, active, previous)
     if conflict:
         msg = f"{settings.router.upstream_file}: {conflict}"
         raise DriftError(msg)
@@ -159,7 +163,7 @@ def main(project_dir: Path | None = None) -> None:
         name,
         RouterArgs(
             switch_command=all_ports.apply(
-                lambda ports: render.switch_command(settings, live, ports)
+                lambda ports: render.gated_switch_command(settings, live, ports)
             ),
             live_slot=live.value,
             upstream_file=settings.router.upstream_file,
@@ -168,6 +172,9 @@ def main(project_dir: Path | None = None) -> None:
             standby_servers=all_ports.apply(partial(_standby_servers, settings, live)),
             selection_dir=settings.router.selection_dir,
             live_container=slots[live].container.container_id,
+            environment=_switch_environment(
+                settings, slots[live].secret_env.apply(lambda env: env["API_KEY"])
+            ),
             # Only containers: in a switch or rollback, nothing it waits for waits for a build.
             depends_on=[declared.container for declared in slots.values()],
         ),
@@ -289,6 +296,27 @@ def _export(
             }
         ),
     )
+
+
+def switched_back(settings: Settings) -> tuple[Slot, Slot] | None:
+    """(from, to) if the last switch's watch moved traffic back (its record, on this host)."""
+    record = gates.read_record(gates.record_path(Path(settings.router.upstream_file)))
+    pair = gates.switched_back(record)
+    names = {slot.value: slot for slot in settings.slots}
+    if pair is None or pair[0] not in names or pair[1] not in names:
+        return None
+    return names[pair[0]], names[pair[1]]
+
+
+def _switch_environment(
+    settings: Settings, live_key: pulumi.Output[str]
+) -> pulumi.Output[dict[str, str]] | None:
+    """The live slot's API key for checks naming `${API_KEY}`: secret, so the state keeps it
+    encrypted; other names come from the environment `pulumi up` runs in."""
+    if "API_KEY" not in render.switch_environment_names(settings):
+        return None
+    environment: pulumi.Output[dict[str, str]] = live_key.apply(lambda key: {"API_KEY": key})
+    return pulumi.Output.secret(environment)
 
 
 def _standby_servers(settings: Settings, live: Slot, ports: Mapping[Slot, int]) -> str:
