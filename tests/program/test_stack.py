@@ -30,7 +30,7 @@ from program_runs import (
 from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.sync_await import _sync_await
 
-from nocturna_infra.program import DriftError, RecordError
+from nocturna_infra.program.stack import DriftError, RecordError
 from nocturna_infra.settings import ConfigError
 from nocturna_infra.traffic.upstream import render_upstream
 
