@@ -28,6 +28,8 @@ def test_pulumi_yaml_declares_every_key_with_type_default_and_description() -> N
     expected = {}
     for key in CONFIG_SCHEMA:
         entry: dict[str, Any] = {"type": key.type, "description": key.description}
+        if key.items:
+            entry["items"] = {"type": key.items}
         if key.secret:
             entry["secret"] = True
         else:
