@@ -56,10 +56,8 @@ def test_switch_to_a_slot_on_two_hosts_probes_both_and_both_answer_through_nginx
     assert f"probe {green.url('/health')}: 200" in out
     assert f"probe {green_h2.url('/health')}: 200" in out
     assert f"verify: every server answered through Nginx ({green.server}, {green_h2.server})" in out
-    assert (
-        f"upstream nocturna-img-production-green {{\n    server {green.server};\n    server {green_h2.server};"
-        in nginx.upstream_file.read_text()
-    )
+    group = f"-green {{\n    server {green.server};\n    server {green_h2.server};\n"
+    assert group in nginx.upstream_file.read_text()
     assert selection(nginx) == GREEN_SELECTED
 
 
