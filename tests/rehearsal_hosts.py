@@ -21,6 +21,7 @@ Run it: `venv/bin/python -m tests.rehearsal_hosts` (prints the per-step table).
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import socket
 import subprocess
@@ -146,12 +147,11 @@ def pulumi_up(
 def free_port_on_both(second: SecondHost) -> int:
     """A port free on 127.0.0.1 and on host 2's address, below 32768."""
     for _ in range(200):
-        port = docker_host.free_port()
-        if port >= 32768:
-            continue
+        port = random.randrange(20000, 32000)
         try:
-            with socket.socket() as probe:
-                probe.bind((second.address, port))
+            for address in ("127.0.0.1", second.address):
+                with socket.socket() as probe:
+                    probe.bind((address, port))
         except OSError:
             continue
         return port
@@ -168,6 +168,8 @@ class TwoHostRehearsal:
         self.service = workdir / "service"
         shutil.copytree(docker_host.FIXTURE_SERVICE, self.service)
         set_release(self.service, "1.0.0")
+        self.dockerfile = self.service / "two-host.Dockerfile"
+        shutil.copy(Path(__file__).parent / "fixtures" / "two-host.Dockerfile", self.dockerfile)
         self.tag = uuid.uuid4().hex[:6]
         self.prefix = f"nocturna-mh-{self.tag}"
         self.ports = {"blue": free_port_on_both(second), "green": free_port_on_both(second)}
@@ -206,7 +208,7 @@ class TwoHostRehearsal:
             "networkName": self.prefix,
             "imageName": self.prefix,
             "buildContext": str(self.service),
-            "dockerfile": str(REPO / "Dockerfile"),
+            "dockerfile": str(self.dockerfile),
             "baseImage": docker_host.BASE_IMAGE,
             "extraCaCertsDir": str(ca_dir) if list(ca_dir.glob("*.crt")) else "",
             "bluePort": str(self.ports["blue"]),
@@ -309,6 +311,7 @@ class TwoHostRehearsal:
     def run(self) -> list[StepResult]:
         docker_host.ensure_engine()
         docker_host.ensure_base_image()
+        self.vendor_dependencies()
         try:
             with quiet_failed_futures():
                 self._cycle()
@@ -454,6 +457,22 @@ class TwoHostRehearsal:
             problems.append(f"host 1's slots read {local}")
         self.record(f"8 status, host 2 dark ({took:.0f}s)", "ok", UpResult(None, mocks, None, took),
                     None, problems)  # fmt: skip
+
+    def vendor_dependencies(self) -> None:
+        """node_modules from the shipped Dockerfile's `dependencies` stage, built on host 1
+        (which can download), into the build context both hosts build."""
+        tag = f"{self.prefix}-deps:build"
+        docker_host.docker(
+            "build", "--target", "dependencies", "-f", str(REPO / "Dockerfile"),
+            "--build-arg", f"BASE_IMAGE={docker_host.BASE_IMAGE}", "-t", tag,
+            "--label", docker_host.TEST_LABEL, str(self.service), timeout=1800,
+        )  # fmt: skip
+        cid = docker_host.docker("create", tag).stdout.strip()
+        try:
+            docker_host.docker("cp", f"{cid}:/app/node_modules", str(self.service))
+        finally:
+            docker_host.docker("rm", "-f", cid, check=False)
+            docker_host.docker("image", "rm", tag, check=False)
 
     def status(self) -> status.StatusReport:
         raw = {k: v for k, v in self.config(activeSlot="green").items() if k != "apiKey"}
