@@ -270,7 +270,7 @@ class TwoHostRehearsal:
         problems: list[str],
     ) -> None:
         error = up.error
-        outcome = "ok" if error is None else f"failed: {error.splitlines()[0][:110]}"
+        outcome = "ok" if error is None else f"failed: {error.splitlines()[0][:240]}"
         if expected == "ok" and error is not None:
             problems.append(f"expected success, got: {error}")
         if expected != "ok" and (error is None or expected not in error):
