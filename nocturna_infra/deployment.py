@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Final
 
@@ -208,3 +208,21 @@ def routing_conflict(
         f"{routed} should be live (a switch made by hand), run `pulumi config set activeSlot "
         f"{routed}`; otherwise switch back with `python -m nocturna_infra.switch` first."
     )
+
+
+def after_switch_back(
+    previous: RecordedState | None, routed: Slot | None, switched_back: tuple[Slot, Slot] | None
+) -> RecordedState | None:
+    """The recorded state, corrected for a switch the watch window undid.
+
+    `switched_back` is (from, to) when the last switch's watch moved traffic from `from` back
+    to `to` (and so failed that `up`). If the last run recorded `from` live but Nginx routes
+    to `to`, then `to` is the slot serving traffic: plan as if it were recorded live, so it is
+    frozen (never replaced) and a run that still asks for `from` retries that switch.
+    """
+    if previous is None or routed is None or switched_back is None:
+        return previous
+    undone, restored = switched_back
+    if routed is restored and previous.live_slot is undone:
+        return replace(previous, live_slot=restored)
+    return previous

@@ -17,6 +17,7 @@ from nocturna_infra.deployment import (
     STATE_VERSION,
     RecordedState,
     SlotAction,
+    after_switch_back,
     is_protected,
     is_switch,
     plan_actions,
@@ -28,11 +29,12 @@ from nocturna_infra.host_stack import HostBase, declare_host_base, on_host
 from nocturna_infra.hosts import HostSettings, hosts_release, resource_name
 from nocturna_infra.image import ServiceImage
 from nocturna_infra.network import ServiceNetwork
-from nocturna_infra.record import recorded_slot_problem
+from nocturna_infra.record import in_read_back_form, recorded_slot_problem
 from nocturna_infra.router import Router, RouterArgs
 from nocturna_infra.settings import PROJECT, ConfigError, Environment, Settings
 from nocturna_infra.slot import Slot
 from nocturna_infra.slot_container import SlotContainer, SlotContainerArgs
+from nocturna_infra.traffic import gates
 from nocturna_infra.traffic.safe_files import UnsafeFileError
 from nocturna_infra.traffic.selection import nginx_choice, read_markers
 from nocturna_infra.traffic.upstream import UpstreamParseError, parse_upstream
@@ -136,7 +138,9 @@ def main(project_dir: Path | None = None) -> None:
     previous = checked_previous_state(settings)
     production = settings.environment is Environment.PRODUCTION
     active = settings.active_slot if production else None
-    conflict = routing_conflict(routed_slot(settings), active, previous)
+    routed = routed_slot(settings)
+    previous = after_switch_back(previous, routed, switched_back(settings))
+    conflict = routing_conflict(routed, active, previous)
     if conflict:
         msg = f"{settings.router.upstream_file}: {conflict}"
         raise DriftError(msg)
@@ -192,7 +196,7 @@ def _declare_router(
         settings.service_name,
         RouterArgs(
             switch_command=every.apply(
-                lambda ports: render.switch_command(settings, live, ports[0], ports[1:])
+                lambda ports: render.gated_switch_command(settings, live, ports[0], ports[1:])
             ),
             live_slot=live.value,
             upstream_file=settings.router.upstream_file,
@@ -203,6 +207,9 @@ def _declare_router(
             ),
             selection_dir=settings.router.selection_dir,
             live_container=slots[live].container.container_id,
+            environment=_switch_environment(
+                settings, slots[live].secret_env.apply(lambda env: env["API_KEY"])
+            ),
             # Only containers: in a switch or rollback, nothing it waits for waits for a build.
             depends_on=[declared.container for host in per_host for declared in host.values()],
         ),
@@ -247,7 +254,7 @@ def _declare_slots(
     if previous is not None:
         previous = previous.on_host(None if base.first else base.host.name)
     for slot, action in plan_actions(previous, settings.slots, active).items():
-        recorded = previous.slots.get(slot, {}) if previous else {}
+        recorded = in_read_back_form(previous.slots.get(slot, {})) if previous else {}
         recorded_key = previous.api_keys.get(slot) if previous else None
         recorded_secrets = (
             {"API_KEY": recorded_key, **previous.secret_env.get(slot, {})}
@@ -332,6 +339,27 @@ def _export(
             }
         ),
     )
+
+
+def switched_back(settings: Settings) -> tuple[Slot, Slot] | None:
+    """(from, to) if the last switch's watch moved traffic back (its record, on this host)."""
+    record = gates.read_record(gates.record_path(Path(settings.router.upstream_file)))
+    pair = gates.switched_back(record)
+    names = {slot.value: slot for slot in settings.slots}
+    if pair is None or pair[0] not in names or pair[1] not in names:
+        return None
+    return names[pair[0]], names[pair[1]]
+
+
+def _switch_environment(
+    settings: Settings, live_key: pulumi.Output[str]
+) -> pulumi.Output[dict[str, str]] | None:
+    """The live slot's API key for checks naming `${API_KEY}`: secret, so the state keeps it
+    encrypted; other names come from the environment `pulumi up` runs in."""
+    if "API_KEY" not in render.switch_environment_names(settings):
+        return None
+    environment: pulumi.Output[dict[str, str]] = live_key.apply(lambda key: {"API_KEY": key})
+    return pulumi.Output.secret(environment)
 
 
 def _host_records(

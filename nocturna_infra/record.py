@@ -23,9 +23,13 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from nocturna_infra.provider_form import cpus_form, go_duration
 from nocturna_infra.slot import Slot
 
 IMAGE_ID_PATTERN: Final = re.compile(r"^sha256:[0-9a-f]{64}$")
+# How versions before the read-back forms (provider_form) wrote health check durations.
+WHOLE_SECONDS: Final = re.compile(r"^([0-9]+)s$")
+HEALTH_DURATIONS: Final = ("interval", "timeout", "start_period")
 
 
 def normalize(value: Any) -> Any:
@@ -132,3 +136,29 @@ def recorded_slot_problem(
         if problem:
             return f"slot {slot}: {problem}"
     return None
+
+
+def in_read_back_form(recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """A recorded slot with `cpus` and health check durations as the provider reads them back.
+
+    Slots created before nocturna-infra declared those values in read-back form were
+    recorded as they were declared (`"1"`, `"60s"`), while the provider's state holds what it
+    read back after creating them (`"1.0"`, `"1m0s"`). Re-declaring the recorded text would
+    be a diff on every run: for `cpus` (replace-on-change) a replacement that the live slot's
+    protection refuses, so every `up` would fail. The values mean the same; only the text
+    changes.
+    """
+    args = dict(recorded)
+    cpus = args.get("cpus")
+    if isinstance(cpus, str) and (form := cpus_form(cpus)):
+        args["cpus"] = form
+    health = args.get("healthcheck")
+    if isinstance(health, Mapping):
+        health = dict(health)
+        for key in HEALTH_DURATIONS:
+            value = health.get(key)
+            match = WHOLE_SECONDS.fullmatch(value) if isinstance(value, str) else None
+            if match:
+                health[key] = go_duration(int(match.group(1)))
+        args["healthcheck"] = health
+    return args

@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from nocturna_infra.provider_form import go_duration
-from nocturna_infra.settings import Settings
+from nocturna_infra.settings import Environment, Settings
 from nocturna_infra.slot import Slot
+from nocturna_infra.traffic.smoke import checks_json
 
 SERVICE_LABEL: Final = "chart-service"
 LABEL_PREFIX: Final = "com.nocturna"
@@ -250,5 +251,47 @@ def switch_command(
     ports: Mapping[Slot, int],
     more: Sequence[tuple[str, Mapping[Slot, int]]] = (),
 ) -> str:
-    """The switch as one shell-safe command line, for the router's `create`."""
+    """The switch as one shell-safe command line (the break-glass form: no release gates)."""
     return shlex.join(switch_argv(settings, slot, ports, more))
+
+
+def gate_argv(settings: Settings) -> list[str]:
+    """Flags adding the release gates: smoke checks (plain JSON: `${VAR}` templates, never
+    values) and, in production, the watch window after the switch (it probes through the
+    verification server, so it needs verifyUrl)."""
+    gates = settings.gates
+    argv: list[str] = []
+    if gates.smoke_checks:
+        argv += ["--smoke-checks", checks_json(gates.smoke_checks)]
+    production = settings.environment is Environment.PRODUCTION
+    if production and gates.watch_seconds and settings.router.verify_url:
+        argv += [
+            "--watch-seconds",
+            str(gates.watch_seconds),
+            "--watch-log",
+            gates.watch_log,
+            "--watch-error-percent",
+            str(gates.watch_error_percent),
+            "--watch-min-requests",
+            str(gates.watch_min_requests),
+            "--watch-failed-probes",
+            str(gates.watch_failed_probes),
+        ]
+    return argv
+
+
+def gated_switch_command(
+    settings: Settings,
+    slot: Slot,
+    ports: Mapping[Slot, int],
+    more: Sequence[tuple[str, Mapping[Slot, int]]] = (),
+) -> str:
+    """The router's `create`: the switch with its release gates, one shell-safe line (the
+    single quotes keep `${API_KEY}` from the shell; the switch fills it in itself). `more`:
+    every other host's (Nginx address, ports), as for `switch_argv`."""
+    return shlex.join(switch_argv(settings, slot, ports, more) + gate_argv(settings))
+
+
+def switch_environment_names(settings: Settings) -> frozenset[str]:
+    """Environment variables the smoke checks' templates name."""
+    return frozenset(name for check in settings.gates.smoke_checks for name in check.variables)

@@ -6,7 +6,7 @@ tests and reloads once)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -26,6 +26,9 @@ class RouterArgs:
     standby_servers: pulumi.Input[str] = ""
     """`slot=HOST:PORT` of the other slots; a change rewrites the upstream file."""
     selection_dir: str = ""
+    environment: pulumi.Input[Mapping[str, pulumi.Input[str]]] | None = None
+    """Secret values the smoke checks name as `${VAR}` (the live slot's API key), handed to
+    the switch's process, so they are in neither the command line nor the output."""
     depends_on: Sequence[pulumi.Resource] = ()
 
 
@@ -54,6 +57,7 @@ class Router(pulumi.ComponentResource):
                 # slot is protected, so its ID changes only when it is first created).
                 args.live_container,
             ],
+            environment=args.environment,
             logging=local.Logging.STDOUT_AND_STDERR,
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
         )

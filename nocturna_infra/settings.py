@@ -24,6 +24,7 @@ import yaml
 from nocturna_infra.hosts import HostSettings, parse_hosts
 from nocturna_infra.provider_form import cpus_form, nano_cpus_read_back, parse_cpus
 from nocturna_infra.slot import PRODUCTION_SLOTS, Slot
+from nocturna_infra.traffic.smoke import SmokeCheck, SmokeDefinitionError, parse_checks
 
 PROJECT: Final = "nocturna-infra"
 
@@ -42,7 +43,7 @@ class ConfigKey:
     """One declared config key: its Pulumi.yaml type, default and description."""
 
     name: str
-    type: str  # string | integer | boolean | object (Pulumi.yaml types)
+    type: str  # string | integer | boolean | object | array (Pulumi.yaml types)
     default: Any
     description: str
     secret: bool = False
@@ -260,6 +261,49 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "Extra path probed on the target before switching (GET, expects 200); "
         "empty: health path only.",
     ),
+    ConfigKey(
+        "smokeChecks",
+        "array",
+        [],
+        "Requests the target slot must answer correctly after its health probes and before "
+        "any traffic moves (name, method, path, headers with ${VAR} secrets, body or bodyFile, "
+        "expectStatus, expectContains, expectJsonField/expectJsonValue, timeoutSeconds); "
+        "see docs/switch.md.",
+        items="object",
+    ),
+    ConfigKey(
+        "watchSeconds",
+        "integer",
+        30,
+        "After a switch, how long the new slot is watched through Nginx (its traffic in "
+        "watchLog, plus probes) before the switch succeeds; failures switch back. 0: no watch.",
+    ),
+    ConfigKey(
+        "watchErrorPercent",
+        "integer",
+        5,
+        "Share of the new slot's requests answered with 5xx during the watch (once "
+        "watchMinRequests were seen) that switches back.",
+    ),
+    ConfigKey(
+        "watchMinRequests",
+        "integer",
+        20,
+        "Requests the new slot must have answered before watchErrorPercent is judged.",
+    ),
+    ConfigKey(
+        "watchFailedProbes",
+        "integer",
+        3,
+        "Consecutive failed probes through Nginx during the watch that switch back.",
+    ),
+    ConfigKey(
+        "watchLog",
+        "string",
+        "/var/log/nginx/nocturna-slots.log",
+        "JSON access log of the public site that the watch reads (the shipped site writes it; "
+        "see nginx/nocturna-chart.conf).",
+    ),
     ConfigKey("probeAttempts", "integer", 30, "Health probes of the target before giving up."),
     ConfigKey("probeIntervalSeconds", "integer", 2, "Seconds between health probes."),
     ConfigKey("probeTimeoutSeconds", "integer", 5, "Timeout of one health probe request."),
@@ -387,6 +431,18 @@ class RouterSettings:
 
 
 @dataclass(frozen=True)
+class GateSettings:
+    """Release gates: smoke checks before the switch, the watch after it."""
+
+    smoke_checks: tuple[SmokeCheck, ...]
+    watch_seconds: int
+    watch_error_percent: int
+    watch_min_requests: int
+    watch_failed_probes: int
+    watch_log: str
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the program needs, validated; plain values except the secret API key."""
 
@@ -405,6 +461,7 @@ class Settings:
     router: RouterSettings
     state_stack: str
     api_key: pulumi.Input[str]
+    gates: GateSettings
     env_secret: bool = False
     """`env` was set with --secret: its values never go into plain inputs or outputs."""
     hosts: tuple[HostSettings, ...] = ()
@@ -656,6 +713,7 @@ def parse_settings(
         )
         or default_state_stack,
         api_key=api_key,
+        gates=_gates(read, project_dir),
         env_secret="env" in secret_keys,
         hosts=parse_hosts(
             raw.get("hosts"),
@@ -862,4 +920,30 @@ def _router(read: _Reader) -> RouterSettings:
         probe_interval_seconds=read.integer("probeIntervalSeconds", 1, 600),
         probe_timeout_seconds=read.integer("probeTimeoutSeconds", 1, 600),
         python=python,
+    )
+
+
+def _gates(read: _Reader, project_dir: Path | None) -> GateSettings:
+    text = read.string("smokeChecks")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        read.fail("smokeChecks", "must be a list of checks (objects)", text)
+    try:
+        checks = parse_checks(value, read.key("smokeChecks"), project_dir)
+    except SmokeDefinitionError as error:
+        msg = f"{error}."
+        raise ConfigError(msg) from None
+    watch_log = read.string("watchLog")
+    if not re.fullmatch(r"/[A-Za-z0-9._/-]*[A-Za-z0-9._-]", watch_log) or ".." in watch_log.split(
+        "/"
+    ):
+        read.fail("watchLog", "must be an absolute file path without '..'", watch_log)
+    return GateSettings(
+        smoke_checks=checks,
+        watch_seconds=read.integer("watchSeconds", 0, 3600),
+        watch_error_percent=read.integer("watchErrorPercent", 1, 100),
+        watch_min_requests=read.integer("watchMinRequests", 1, 1_000_000),
+        watch_failed_probes=read.integer("watchFailedProbes", 1, 100),
+        watch_log=watch_log,
     )

@@ -48,6 +48,7 @@ from nocturna_infra.status_report import (
     render_status,
     status_json,
 )
+from nocturna_infra.traffic import gates
 from nocturna_infra.traffic.probe import Check, last_upstream, run_check
 from nocturna_infra.traffic.safe_files import UnsafeFileError
 from nocturna_infra.traffic.selection import describe, nginx_choice, read_markers
@@ -344,6 +345,9 @@ def gather(
         ),
         checked_at=now(),
         docker_problem=docker_problem,
+        watch=gates.read_record(
+            gates.record_path(Path(upstream_file or settings.router.upstream_file))
+        ),
         host_problems=tuple((name, problem) for name, problem in problems if multi and problem),
     )
 

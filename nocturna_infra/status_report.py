@@ -8,7 +8,7 @@ their whole output exactly.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -110,6 +110,8 @@ class StatusReport:
     routing: Routing
     checked_at: datetime
     docker_problem: str = ""
+    watch: Mapping[str, Any] | None = None
+    """The last watch window's record (`gates.record_path`), if there is one."""
     host_problems: tuple[tuple[str, str], ...] = ()
     """(host name, why its Docker could not be asked), with several hosts."""
 
@@ -331,6 +333,7 @@ def render_status(report: StatusReport) -> str:
         f"Stack {report.stack} ({report.environment}), checked {_stamp(report.checked_at)}",
         _routing_line(report),
         config,
+        *([watch_line(report.watch)] if report.watch else []),
         "",
         *table((("HOST",) if multi else ()) + TABLE_HEADER, rows),
         "",
@@ -339,6 +342,29 @@ def render_status(report: StatusReport) -> str:
         *(f"  note: {line}" for line in verdict.notes),
     ]
     return "\n".join(lines) + "\n"
+
+
+def watch_line(record: Mapping[str, Any]) -> str:
+    """One line on the last watch window: its slot, how it ended, why, and what it saw."""
+    seen = record.get("seen") if isinstance(record.get("seen"), Mapping) else {}
+    slot, result = record.get("slot", "?"), record.get("result", "?")
+    when = record.get("ended") or record.get("started") or "?"
+    line = f"Last watch: {slot} {result} (ended {when})"
+    if result == "watching":
+        line = f"Last watch: {slot} being watched since {record.get('started', '?')}"
+    if record.get("reason"):
+        line += f": {record['reason']}"
+    if seen:
+        line += (
+            f"; {seen.get('requests', 0)} requests ({seen.get('failed', 0)} failed), "
+            f"{seen.get('probes', 0)} probes ({seen.get('failedProbes', 0)} failed)"
+        )
+    if result == "switched-back":
+        line += f"; back on {record.get('previous', '?')}"
+        seconds = record.get("secondsFromFirstFailureToSwitchBack")
+        if isinstance(seconds, int | float):
+            line += f" {seconds:.1f}s after the first failure"
+    return line
 
 
 def _outcome_word(outcome: Outcome) -> str:
@@ -387,6 +413,7 @@ def status_data(report: StatusReport) -> dict[str, Any]:
             for status in report.slots
         ],
         "dockerProblem": report.docker_problem or None,
+        "lastWatch": dict(report.watch) if report.watch else None,
         **(
             {"unreachableHosts": {name: problem for name, problem in report.host_problems}}
             if report.host_problems

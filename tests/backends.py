@@ -32,6 +32,10 @@ class Backend:
     healthy_after: float = 0.0
     wrong_service: bool = False
     render_status: int = 200
+    fail_after: int | None = None
+    """Once this many requests other than /health were answered, those answer 500 (a release
+    that breaks after the switch; /health stays 200)."""
+    served: int = 0
     requests_seen: int = 0
     last_host: str | None = None
     last_authorization: str | None = None
@@ -117,6 +121,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, payload: dict[str, Any]) -> None:
         self._reply(status, json.dumps(payload, separators=(",", ":")).encode(), "application/json")
 
+    def _broken(self) -> bool:
+        """Count a request other than /health; True once the backend's `fail_after` is used up."""
+        owner = self.owner
+        if owner.fail_after is not None and owner.served >= owner.fail_after:
+            return True
+        owner.served += 1
+        return False
+
     def do_GET(self) -> None:
         self.owner.requests_seen += 1
         self.owner.last_host = self.headers.get("Host")
@@ -127,6 +139,8 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         if parts.path == "/health":
             self._json(*self.owner.health())
+        elif self._broken():
+            self._json(500, {"error": {"code": "RENDER_ERROR"}, "slot": self.owner.slot})
         elif parts.path == "/moved":
             self.send_response(301)
             self.send_header("Location", "/health")
@@ -145,7 +159,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.owner.last_authorization = self.headers.get("Authorization")
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
-        if urlsplit(self.path).path == "/render" and self.owner.render_status == 200:
+        if self._broken():
+            self._json(500, {"error": {"code": "RENDER_ERROR"}, "slot": self.owner.slot})
+        elif urlsplit(self.path).path == "/render" and self.owner.render_status == 200:
             self._reply(200, PNG_BYTES, "image/png")
         else:
             self._json(self.owner.render_status, {"error": "render failed"})

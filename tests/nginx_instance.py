@@ -63,6 +63,8 @@ class Site:
     """How often the site names the selection directory (0: one slot, nothing to test)."""
     health_ports: tuple[int, int]
     """The shipped direct-health ports for the instance's (blue, green) ports."""
+    slots_log: str = ""
+    """The JSON access log the watch reads (empty: the site has none)."""
 
     @property
     def upstream_file(self) -> str:
@@ -70,7 +72,13 @@ class Site:
 
 
 PRODUCTION = Site(
-    SITE_CONF, UPSTREAM_NAME, "listen 80 default_server;", "listen 127.0.0.1:8099;", 2, (3014, 3012)
+    SITE_CONF,
+    UPSTREAM_NAME,
+    "listen 80 default_server;",
+    "listen 127.0.0.1:8099;",
+    2,
+    (3014, 3012),
+    "/var/log/nginx/nocturna-slots.log",
 )
 STAGING = Site(
     REPO / "nginx" / "nocturna-chart-staging.conf",
@@ -91,6 +99,7 @@ def render_site_conf(
     selection_dir: Path,
     blue: int,
     green: int,
+    slots_log: Path | None = None,
 ) -> str:
     """The shipped site config with test ports and paths; nothing else changes."""
     text = site.conf.read_text()
@@ -102,6 +111,10 @@ def render_site_conf(
     text = _substitute(
         text, f"{DEFAULT_SELECTION_DIR}/", f"{selection_dir}/", times=site.selection_tests
     )
+    if site.slots_log:
+        assert slots_log is not None, "the site writes a slots log: pass where"
+        text = _substitute(text, "/var/log/nginx/access.log;", f"{slots_log.parent}/access.log;")
+        text = _substitute(text, f"{site.slots_log} ", f"{slots_log} ")
     for shipped, port in zip(site.health_ports, (blue, green), strict=True):
         if shipped:
             text = _substitute(text, f"127.0.0.1:{shipped}/health", f"127.0.0.1:{port}/health")
@@ -161,6 +174,11 @@ class NginxInstance:
         return self.prefix / "selection"
 
     @property
+    def slots_log(self) -> Path:
+        """The site's JSON access log (the watch window reads it)."""
+        return self.prefix / "logs" / "nocturna-slots.log"
+
+    @property
     def pid_file(self) -> Path:
         return self.prefix / "nginx.pid"
 
@@ -197,7 +215,9 @@ class NginxInstance:
             selection_dir=self.selection_dir,
             blue=self.blue_port,
             green=self.green_port,
+            slots_log=self.slots_log,
         )
+        self.slots_log.parent.mkdir(exist_ok=True)
         (self.prefix / "nocturna-chart.conf").write_text(site)
         self.conf.write_text(render_wrapper_conf(self.prefix))
 

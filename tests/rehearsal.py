@@ -30,6 +30,7 @@ Run it: `venv/bin/python -m tests.rehearsal` (prints the per-step table).
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import re
@@ -38,6 +39,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,10 +48,13 @@ from pathlib import Path
 from typing import Any, Final
 
 import requests
+import yaml
 from pulumi.runtime import mocks as pm
 from pulumi.runtime import settings
 
 from nocturna_infra import program
+from nocturna_infra.traffic import gates
+from nocturna_infra.traffic.watch import parse_line
 from tests import docker_host, harness
 from tests.engine_api import (
     ApplyError,
@@ -60,10 +66,12 @@ from tests.engine_api import (
 )
 from tests.harness import MockedRun, stack_reference_state, unsecret
 from tests.load import SlowClients, WrkLoad
-from tests.nginx_instance import STAGING, NginxInstance
+from tests.nginx_instance import STAGING, NginxInstance, free_port
 
 REPO: Final = Path(__file__).resolve().parent.parent
 HEALTH_POLL_SECONDS: Final = 0.5
+BREAK_AFTER_REQUESTS: Final = 300
+"""Requests the rehearsal's breaking release answers well (smoke check, then traffic)."""
 
 
 # --- The stand-in engine --------------------------------------------------------------------
@@ -298,6 +306,10 @@ class StepResult:
     switch_seconds: float | None
     up_seconds: float
     problems: list[str]
+    broken_answered: str = "-"
+    """For a release the watch switched back: requests it answered (failed) before that."""
+    broken_failed: int = 0
+    """Failed requests the broken slot answered (all others must be zero)."""
 
     @property
     def passed(self) -> bool:
@@ -322,10 +334,44 @@ def served_version(nginx: NginxInstance) -> str:
     return f"{body.get('slot')} v{body.get('version')}"
 
 
-def set_release(service: Path, version: str, healthy: bool = True) -> None:
-    (service / "src" / "version.js").write_text(
-        f'module.exports = {{ version: "{version}", healthy: {str(healthy).lower()} }};\n'
-    )
+def set_release(service: Path, version: str, healthy: bool = True, **knobs: object) -> None:
+    """The fixture's release: its version and how it behaves (see version.js)."""
+    fields = {"version": version, "healthy": healthy, **knobs}
+    (service / "src" / "version.js").write_text(f"module.exports = {json.dumps(fields)};\n")
+
+
+def production_smoke_checks() -> str:
+    """The smoke checks shipped in Pulumi.production.yaml (the chart-service example)."""
+    config = yaml.safe_load((REPO / "Pulumi.production.yaml").read_text())["config"]
+    return json.dumps(config["nocturna-infra:smokeChecks"])
+
+
+@dataclass(frozen=True)
+class SlotAnswers:
+    """Requests through Nginx per slot group, from the site's JSON access log."""
+
+    answered: Counter[str]
+    failed: Counter[str]
+
+    def of(self, slot: str) -> tuple[int, int]:
+        group = f"nocturna-img-production-{slot}"
+        return self.answered[group], self.failed[group]
+
+
+def slot_answers(log: Path, offset: int) -> SlotAnswers:
+    """Count the log's records written after `offset` by group; 5xx count as failed."""
+    answered: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
+    with log.open("rb") as handle:
+        handle.seek(offset)
+        for line in handle.read().decode("utf-8", "replace").splitlines():
+            record = parse_line(line)
+            if record is None:
+                continue
+            answered[record.group] += 1
+            if record.failed:
+                failed[record.group] += 1
+    return SlotAnswers(answered, failed)
 
 
 def switch_seconds(text: str) -> float | None:
@@ -366,19 +412,30 @@ class Rehearsal:
         # not under `workdir`, whose parents may be root-only (pytest's tmp_path).
         self.nginx_root = Path(tempfile.mkdtemp(prefix="nocturna-rehearsal-nginx-"))
         self.nginx_root.chmod(0o755)
-        self.nginx = NginxInstance(self.nginx_root / "production", blue_port=3014, green_port=3012)
+        # Unique names and free ports: the host's dockerd is shared with other test runs.
+        self.prefix = f"nocturna-rehearsal-{uuid.uuid4().hex[:6]}"
+        self.ports = {slot: free_port() for slot in ("blue", "green", "staging")}
+        self.nginx = NginxInstance(
+            self.nginx_root / "production",
+            blue_port=self.ports["blue"],
+            green_port=self.ports["green"],
+        )
         self.production = Backend()
         self.staging = Backend()
         self.results: list[StepResult] = []
-        self.names = {"blue": "nocturna-rehearsal-blue", "green": "nocturna-rehearsal-green"}
+        self.watch_record: dict[str, Any] = {}
+        self.names = {slot: f"{self.prefix}-{slot}" for slot in ("blue", "green")}
 
     def config(self, nginx: NginxInstance, **overrides: str) -> dict[str, str]:
         ca_dir = Path("/usr/local/share/ca-certificates")
         return {
             "apiKey": "rehearsal-key-0123456789",
-            "serviceName": "nocturna-rehearsal",
-            "networkName": "nocturna-rehearsal",
+            "serviceName": self.prefix,
+            "networkName": self.prefix,
             "imageName": "nocturna-rehearsal",
+            "bluePort": str(self.ports["blue"]),
+            "greenPort": str(self.ports["green"]),
+            "stagingPort": str(self.ports["staging"]),
             "buildContext": str(self.service),
             "dockerfile": str(REPO / "Dockerfile"),
             "baseImage": docker_host.BASE_IMAGE,
@@ -397,6 +454,9 @@ class Rehearsal:
             "probeAttempts": "8",
             "probeIntervalSeconds": "1",
             "routerPython": sys.executable,
+            "smokeChecks": production_smoke_checks(),
+            "watchSeconds": "5",
+            "watchLog": str(nginx.slots_log),
             **overrides,
         }
 
@@ -411,8 +471,11 @@ class Rehearsal:
         problems: list[str],
         backend: Backend,
         nginx: NginxInstance,
-        switch_name: str = "nocturna-rehearsal-switch",
+        switch_name: str = "",
+        broken: tuple[str, SlotAnswers] | None = None,
     ) -> None:
+        """`broken`: the slot the watch switched back from, and the log's counts: failures
+        it answered are the release's, not the switch's; every other must be zero."""
         error = up.error
         outcome = "ok" if error is None else f"failed: {error.splitlines()[0][:90]}"
         if expected == "ok" and error is not None:
@@ -421,10 +484,16 @@ class Rehearsal:
             problems.append(f"expected a failure mentioning {expected!r}, got {outcome}")
         wrk = figures["wrk"] if figures else None
         slow = figures["slow"] if figures else None
-        if wrk is not None and wrk.failed:
-            problems.append(f"{wrk.failed} failed requests through Nginx")
-        if slow is not None and slow.failed:
-            problems.append(f"{len(slow.failed)} failed slow requests: {slow.failed[:2]}")
+        allowed = broken[1].of(broken[0])[1] if broken else 0
+        failed = (wrk.failed if wrk else 0) + (len(slow.failed) if slow else 0)
+        if wrk is not None and wrk.socket_errors:
+            problems.append(f"{wrk.socket_errors} requests through Nginx failed on the socket")
+        if failed != allowed:
+            detail = f" (slow: {slow.failed[:2]})" if slow and slow.failed else ""
+            problems.append(
+                f"{failed} failed requests through Nginx, {allowed} of them answered by the "
+                f"broken slot{detail}"
+            )
         images = ", ".join(
             f"{slot}={str(state['Image'])[7:19]}"
             for slot, state in self.slot_states(backend).items()
@@ -441,15 +510,28 @@ class Rehearsal:
                 failed=wrk.failed if wrk else 0,
                 slow_ok=slow.ok if slow else 0,
                 slow_failed=len(slow.failed) if slow else 0,
-                switch_seconds=switch_seconds(backend.command_output.get(switch_name, "")),
+                switch_seconds=switch_seconds(
+                    backend.command_output.get(switch_name or f"{self.prefix}-switch", "")
+                ),
                 up_seconds=up.seconds,
                 problems=problems,
+                broken_answered=self.broken_cell(broken) if broken else "-",
+                broken_failed=allowed,
             )
         )
         backend.command_output.clear()
 
+    def broken_cell(self, broken: tuple[str, SlotAnswers]) -> str:
+        """`green 512 (212 failed), back in 1.3s`: what the broken slot answered, and the
+        time from its first failure to the switch back (the watch record)."""
+        slot, answers = broken
+        answered, failed = answers.of(slot)
+        seconds = self.watch_record.get("secondsFromFirstFailureToSwitchBack")
+        back = f", back in {seconds:.2f}s" if isinstance(seconds, int | float) else ""
+        return f"{slot} {answered} ({failed} failed){back}"
+
     def slot_states(self, backend: Backend) -> dict[str, dict[str, Any] | None]:
-        names = {"staging": "nocturna-rehearsal-staging"} if backend is self.staging else self.names
+        names = {"staging": f"{self.prefix}-staging"} if backend is self.staging else self.names
         return {slot: container_state(name) for slot, name in names.items()}
 
     def run(self) -> list[StepResult]:
@@ -491,7 +573,7 @@ class Rehearsal:
         states = self.slot_states(self.production)
         problems = self.untouched("blue", blue_v1, states)
         problems += self.run_the_build({"green": states["green"]})
-        if up.mocks.replaced != ["nocturna-rehearsal-green-container"]:
+        if up.mocks.replaced != [f"{self.prefix}-green-container"]:
             problems.append(f"deploy replaced {up.mocks.replaced}, expected green only")
         if figures["slow"].versions.keys() - {"1.0.0"}:
             problems.append(f"traffic left v1 during the deploy: {dict(figures['slow'].versions)}")
@@ -535,7 +617,7 @@ class Rehearsal:
         with under_load(self.nginx, self.workdir) as figures:
             up = self._up(activeSlot="blue")
         problems = self.untouched("blue", blue_v1, self.slot_states(self.production))
-        if up.mocks.replaced != ["nocturna-rehearsal-green-container"]:
+        if up.mocks.replaced != [f"{self.prefix}-green-container"]:
             problems.append(f"the retried deploy replaced {up.mocks.replaced}, expected green")
         self.record("5b retry the deploy", "failed to be in healthy state", up, figures,
                     problems, self.production, self.nginx)  # fmt: skip
@@ -543,7 +625,7 @@ class Rehearsal:
             up = self._up(activeSlot="green")
         states = self.slot_states(self.production)
         problems = self.untouched("blue", blue_v1, states)
-        if up.mocks.replaced != ["nocturna-rehearsal-green-container"]:
+        if up.mocks.replaced != [f"{self.prefix}-green-container"]:
             problems.append(f"the switch replaced {up.mocks.replaced}, expected green (v3 -> v2)")
         if states["green"] is None or states["green"]["Image"] != green_v2["Image"]:
             problems.append("green does not run its recorded v2 image")
@@ -557,9 +639,10 @@ class Rehearsal:
         # as green is protected in its old and new state. Nothing changes; green serves on.
         set_release(self.service, "2.0.0")  # the cached v2 build: nothing new for blue
         green_before = self.slot_states(self.production)["green"]
-        applied = self.production.resources.get("nocturna-rehearsal-green-container")
+        applied = self.production.resources.get(f"{self.prefix}-green-container")
         if applied is None:  # 5c failed; its outcome already says why
             return
+        green_before_log_opts = applied.inputs["logOpts"]
         applied.inputs["logOpts"] = {**applied.inputs["logOpts"], "compress": "true"}
         with under_load(self.nginx, self.workdir) as figures:
             up = self._up(activeSlot="green")
@@ -570,19 +653,85 @@ class Rehearsal:
             problems.append(f"the refused run replaced {up.mocks.replaced}")
         self.record("5d provider diff on live green", "marked for protection", up, figures,
                     problems, self.production, self.nginx)  # fmt: skip
+        # 5e. Roll back to blue (v1) for the gate steps; green keeps its recorded v2.
+        applied.inputs["logOpts"] = green_before_log_opts
+        with under_load(self.nginx, self.workdir) as figures:
+            up = self._up(activeSlot="blue")
+        states = self.slot_states(self.production)
+        problems = self.untouched("blue", blue_v1, states)
+        problems += self.untouched("green", green_before, states)
+        if not served_version(self.nginx).startswith("blue v1.0.0"):
+            problems.append(f"after the rollback Nginx serves {served_version(self.nginx)}")
+        self.record("5e rollback to blue", "ok", up, figures, problems,
+                    self.production, self.nginx)  # fmt: skip
+        self._gates(blue_v1)
         self.nginx.stop()
 
+    def _gates(self, blue_v1: dict[str, Any] | None) -> None:
+        # 6. A release whose renders fail while /health says 200: deployed to the standby,
+        # then refused by the smoke gate (the shipped chart-service check); nothing moves.
+        set_release(self.service, "4.0.0", renderOk=False)
+        up = self._up(activeSlot="blue")
+        problems = self.untouched("blue", blue_v1, self.slot_states(self.production))
+        self.record("6a deploy v4 (renders fail)", "ok", up, None, problems,
+                    self.production, self.nginx)  # fmt: skip
+        selection_before = sorted(p.name for p in self.nginx.selection_dir.iterdir())
+        with under_load(self.nginx, self.workdir) as figures:
+            up = self._up(activeSlot="green")
+        problems = self.untouched("blue", blue_v1, self.slot_states(self.production))
+        if sorted(p.name for p in self.nginx.selection_dir.iterdir()) != selection_before:
+            problems.append("the refused switch changed the selection")
+        if not served_version(self.nginx).startswith("blue v1.0.0"):
+            problems.append(f"a refused switch moved traffic: {served_version(self.nginx)}")
+        self.record("6b switch: smoke gate refuses", "failed smoke check 'render'", up,
+                    figures, problems, self.production, self.nginx)  # fmt: skip
+
+        # 7. A release that passes every gate, then breaks under traffic: the watch sees
+        # its 500s through Nginx and switches back to blue within the window.
+        set_release(self.service, "5.0.0", failAfterRequests=BREAK_AFTER_REQUESTS)
+        up = self._up(activeSlot="blue")
+        problems = self.untouched("blue", blue_v1, self.slot_states(self.production))
+        self.record("7a deploy v5 (breaks later)", "ok", up, None, problems,
+                    self.production, self.nginx)  # fmt: skip
+        offset = self.nginx.slots_log.stat().st_size
+        with under_load(self.nginx, self.workdir) as figures:
+            up = self._up(activeSlot="green", watchSeconds="30")
+        answers = slot_answers(self.nginx.slots_log, offset)
+        problems = self.untouched("blue", blue_v1, self.slot_states(self.production))
+        if answers.of("blue")[1]:
+            problems.append(f"blue failed {answers.of('blue')[1]} requests")
+        if not served_version(self.nginx).startswith("blue v1.0.0"):
+            problems.append(f"after the watch Nginx serves {served_version(self.nginx)}")
+        saved = gates.read_record(gates.record_path(self.nginx.upstream_file)) or {}
+        if saved.get("result") != "switched-back":
+            problems.append(f"watch record says {saved.get('result')!r}, not switched-back")
+        self.watch_record = saved
+        self.record("7b switch: watch switches back", "switched back to blue", up, figures,
+                    problems, self.production, self.nginx,
+                    broken=("green", answers))  # fmt: skip
+        # Keep blue, as the message advises: the drift guard accepts Nginx on blue, no container
+        # changes, and the switch finds blue already live.
+        with under_load(self.nginx, self.workdir) as figures:
+            up = self._up(activeSlot="blue")
+        problems = self.untouched("blue", blue_v1, self.slot_states(self.production))
+        if up.mocks.replaced:
+            problems.append(f"keeping blue replaced {up.mocks.replaced}")
+        if not served_version(self.nginx).startswith("blue v1.0.0"):
+            problems.append(f"after keeping blue Nginx serves {served_version(self.nginx)}")
+        self.record("7c keep blue (activeSlot blue)", "ok", up, figures, problems,
+                    self.production, self.nginx)  # fmt: skip
+
     def _staging(self) -> None:
-        # 6. Staging: one container on 3013, routed after its probe passes.
+        # 8. Staging: one container on its own port, routed after its probe passes.
         set_release(self.service, "1.0.0")
         nginx = NginxInstance(
-            self.nginx_root / "staging", blue_port=3013, green_port=0, site=STAGING
+            self.nginx_root / "staging", blue_port=self.ports["staging"], green_port=0, site=STAGING
         )
         start_without_site(nginx)
         config = self.config(
             nginx,
             environment="staging",
-            networkName="nocturna-rehearsal-staging",
+            networkName=f"{self.prefix}-staging",
             verifyUrl=nginx.verify_url("/health"),
         )
         up = pulumi_up(self.staging, config, stack="staging")
@@ -590,17 +739,18 @@ class Rehearsal:
         problems = []
         state = states["staging"]
         ports = state["HostConfig"]["PortBindings"] if state else {}
-        if ports != {"3011/tcp": [{"HostIp": "127.0.0.1", "HostPort": "3013"}]}:
-            problems.append(f"staging publishes {ports}, expected 127.0.0.1:3013 only")
+        port = str(self.ports["staging"])
+        if ports != {"3011/tcp": [{"HostIp": "127.0.0.1", "HostPort": port}]}:
+            problems.append(f"staging publishes {ports}, expected 127.0.0.1:{port} only")
         served = served_version(nginx)
         if not served.startswith("staging v1.0.0"):
             problems.append(f"staging Nginx serves {served}")
-        self.record("6 staging deploy (3013)", "ok", up, None, problems, self.staging, nginx)
+        self.record("8 staging deploy", "ok", up, None, problems, self.staging, nginx)
         nginx.stop()
 
     def run_the_build(self, states: Mapping[str, dict[str, Any] | None]) -> list[str]:
         """The containers run the image the Image resource built (its immutable local ID)."""
-        built = self.production.resources.get("nocturna-rehearsal-image")
+        built = self.production.resources.get(f"{self.prefix}-image")
         if built is None:
             return ["no image was built"]
         image_id = built.outputs["repoDigest"]
@@ -625,9 +775,9 @@ class Rehearsal:
         return problems
 
     def cleanup(self) -> None:
-        for name in (*self.names.values(), "nocturna-rehearsal-staging"):
+        for name in (*self.names.values(), f"{self.prefix}-staging"):
             engine("DELETE", f"/containers/{name}?force=true", ok=(204, 404))
-        for network in ("nocturna-rehearsal", "nocturna-rehearsal-staging"):
+        for network in (self.prefix, f"{self.prefix}-staging"):
             engine("DELETE", f"/networks/{network}", ok=(204, 404))
         self.nginx.stop()
 
@@ -653,7 +803,8 @@ def start_without_site(nginx: NginxInstance) -> None:
 
 def render_table(results: list[StepResult]) -> str:
     header = ("step", "expected", "outcome", "Nginx serves", "slot images", "requests",
-              "failed", "slow ok/failed", "switch s", "up s")  # fmt: skip
+              "failed", "slow ok/failed", "broken slot answered", "switch s",
+              "up s")  # fmt: skip
     rows = [header]
     for result in results:
         rows.append(
@@ -666,6 +817,7 @@ def render_table(results: list[StepResult]) -> str:
                 str(result.requests) if result.requests else "-",
                 str(result.failed) if result.requests else "-",
                 f"{result.slow_ok}/{result.slow_failed}" if result.requests else "-",
+                result.broken_answered,
                 f"{result.switch_seconds:.2f}" if result.switch_seconds is not None else "-",
                 f"{result.up_seconds:.1f}",
             )

@@ -5,6 +5,7 @@ import pytest
 from nocturna_infra.deployment import (
     RecordedState,
     SlotAction,
+    after_switch_back,
     is_protected,
     plan_actions,
     release_fingerprint,
@@ -181,3 +182,34 @@ def test_secret_env_round_trips_from_outputs() -> None:
     assert state is not None
     assert state.secret_env == {Slot.BLUE: {"DB": "pw", "Z": "2"}}
     assert list(state.secret_env[Slot.BLUE]) == ["DB", "Z"]
+
+
+def test_switch_back_by_the_watch_makes_the_restored_slot_the_recorded_live_one() -> None:
+    # The last run recorded green live; its watch switched back to blue, where Nginx routes.
+    previous = after_switch_back(recorded(Slot.GREEN), Slot.BLUE, (Slot.GREEN, Slot.BLUE))
+
+    assert previous is not None and previous.live_slot is Slot.BLUE
+    assert routing_conflict(Slot.BLUE, Slot.GREEN, previous) is None
+    # Blue serves traffic: frozen; asking for green again retries the switch only.
+    assert plan_actions(previous, PRODUCTION_SLOTS, Slot.GREEN) == {
+        Slot.BLUE: SlotAction.FROZEN,
+        Slot.GREEN: SlotAction.FROZEN,
+    }
+    assert plan_actions(previous, PRODUCTION_SLOTS, Slot.BLUE)[Slot.BLUE] is SlotAction.FROZEN
+
+
+@pytest.mark.parametrize(
+    ("routed", "switched_back"),
+    [
+        pytest.param(Slot.GREEN, (Slot.GREEN, Slot.BLUE), id="switched-again-since"),
+        pytest.param(Slot.BLUE, None, id="no-switch-back"),
+        pytest.param(Slot.BLUE, (Slot.BLUE, Slot.GREEN), id="other-direction"),
+        pytest.param(None, (Slot.GREEN, Slot.BLUE), id="routing-unknown"),
+    ],
+)
+def test_switch_back_record_changes_nothing_unless_it_explains_the_routing(
+    routed: Slot | None, switched_back: tuple[Slot, Slot] | None
+) -> None:
+    previous = recorded(Slot.GREEN)
+
+    assert after_switch_back(previous, routed, switched_back) == previous

@@ -151,6 +151,63 @@ def test_release_marked_unhealthy_fails_the_image_healthcheck(rebuild, tmp_path)
         docker_host.docker("rm", "-f", container, check=False)
 
 
+def post_render(port: int, key: str | None) -> tuple[int, dict[str, object]]:
+    """POST the shipped smoke check's chart body to the render endpoint."""
+    body = (Path(__file__).resolve().parent.parent / "smoke" / "chart-render.json").read_bytes()
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v2/chart/render", data=body, headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_render_answers_a_base64_png_only_with_the_api_key(service):
+    container, port = service
+    docker_host.wait_healthy(container)
+
+    status, body = post_render(port, "test-key-not-secret")
+    refused, _ = post_render(port, None)
+
+    assert status == 200
+    assert body["status"] == "success"
+    assert body["data"]["format"] == "png"  # type: ignore[index]
+    assert str(body["data"]["image"]).startswith("iVBORw0KGgo")  # type: ignore[index]
+    assert refused == 401
+
+
+def test_release_whose_renders_fail_still_answers_health_200(rebuild, tmp_path):
+    context = copy_fixture(tmp_path)
+    (context / "src" / "version.js").write_text(
+        'module.exports = { version: "4.0.0", healthy: true, renderOk: false };\n'
+    )
+    broken = rebuild(context)
+    port = docker_host.free_port()
+    container = docker_host.run(
+        broken.image_id,
+        [*docker_host.HARDENED_RUN_OPTIONS, *FAST_HEALTH],
+        publish=(port, docker_host.SERVICE_PORT),
+        env={"API_KEY": "k"},
+    )
+    try:
+        docker_host.wait_healthy(container)
+        health, _ = get_json(f"http://127.0.0.1:{port}/health")
+        status, body = post_render(port, "k")
+
+        assert health == 200
+        assert (status, body["error"]) == (
+            500,
+            {"code": "RENDER_ERROR", "message": "chart renderer failed"},
+        )
+    finally:
+        docker_host.docker("rm", "-f", container, check=False)
+
+
 def test_only_the_tmpfs_paths_are_writable(service):
     container, _ = service
     docker_host.wait_healthy(container)

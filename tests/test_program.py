@@ -556,3 +556,71 @@ def test_a_tampered_record_is_refused_before_any_container(
         "trusted state (`pulumi stack import`)."
     )
     assert [args.typ for args in mocks.registered] == ["pulumi:pulumi:StackReference"]
+
+
+def test_a_live_slot_recorded_before_the_read_back_forms_is_declared_unchanged(
+    project: Path,
+) -> None:
+    config = base_config(cpus="1", healthIntervalSeconds="60", healthTimeoutSeconds="5")
+    first = run_program(project, config)
+    # What an earlier nocturna-infra recorded for the same container: "1" and "60s", while the
+    # provider's state holds the read-back "1.0" and "1m0s" (what `first` declared).
+    older = copy.deepcopy(first.exports)
+    for args in older["deployment"]["slots"].values():
+        args["cpus"] = "1"
+        args["healthcheck"]["interval"] = "60s"
+
+    again = run_program(project, config, mocks=ProgramMocks(IMAGE_V1, older))
+
+    assert inputs_of(again, BLUE)["cpus"] == "1.0"
+    assert changes(first, again) == {}
+
+
+RENDER_CHECK = (
+    '[{"name": "render", "method": "POST", "path": "/api/v2/chart/render", '
+    '"headers": {"Authorization": "Bearer ${API_KEY}"}, "body": {"planets": {}}}]'
+)
+
+
+def test_smoke_checks_reach_the_switch_as_templates_and_the_key_as_a_secret_env(
+    project: Path,
+) -> None:
+    run = run_program(project, base_config(smokeChecks=RENDER_CHECK))
+
+    switch = run.mocks.resources[SWITCH].inputs
+    command = inputs_of(run, SWITCH)["create"]
+    assert is_secret(switch["environment"])
+    assert inputs_of(run, SWITCH)["environment"] == {"API_KEY": API_KEY}
+    assert API_KEY not in command
+    assert """ --smoke-checks '[{"name":"render","method":"POST",""" in command
+    assert "Bearer ${API_KEY}" in command
+    assert " --watch-seconds 30 --watch-log /var/log/nginx/nocturna-slots.log " in command
+
+
+def test_without_checks_naming_the_key_the_switch_gets_no_environment(project: Path) -> None:
+    run = run_program(project, base_config())
+
+    assert "environment" not in run.mocks.resources[SWITCH].inputs
+
+
+def test_switch_back_by_the_watch_is_expected_routing_not_drift(project: Path) -> None:
+    selection = project / "selection"
+    selection.mkdir()
+    upstream = project / "upstream.conf"
+    paths = {"selectionDir": str(selection), "upstreamFile": str(upstream)}
+    first = run_program(project, base_config(activeSlot="blue", **paths))
+    switched = run_program(project, base_config(activeSlot="green", **paths), previous=first)
+    # The switch to green failed its watch and went back to blue: blue's marker, and the record.
+    (selection / "nocturna-img-production.blue").write_text("blue\n")
+    retry = base_config(activeSlot="green", **paths)
+    with pytest.raises(DriftError, match="Nginx routes to blue, but activeSlot is green"):
+        run_program(project, retry, mocks=ProgramMocks(IMAGE_V2, switched.exports))
+    record = Path(f"{upstream}.watch.json")
+    record.write_text('{"slot": "green", "previous": "blue", "result": "switched-back"}\n')
+
+    again = run_program(project, retry, previous=switched, image_id=IMAGE_V2)
+
+    # Blue serves traffic and is frozen; green keeps its release; only the switch is retried.
+    assert image_of(again, BLUE) == image_of(switched, BLUE)
+    assert image_of(again, GREEN) == image_of(switched, GREEN)
+    assert "--slot green" in inputs_of(again, SWITCH)["create"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,9 @@ def test_stack_files_hold_only_declared_keys_with_valid_values(stack: str, tmp_p
         assert namespace == PROJECT and key in declared, full_key
         raw[key] = value if isinstance(value, str) else json.dumps(value)
 
-    settings = parse_settings(
-        {**raw, "buildContext": "service"}, api_key="k", project_dir=make_project(tmp_path)
-    )
+    project = make_project(tmp_path)
+    shutil.copytree(ROOT / "smoke", project / "smoke")  # the example smoke check's body
+    settings = parse_settings({**raw, "buildContext": "service"}, api_key="k", project_dir=project)
     assert settings.environment.value == stack
 
 

@@ -6,7 +6,7 @@ import pytest
 from harness import as_engine_returns
 
 from nocturna_infra import render
-from nocturna_infra.record import recorded_slot_problem
+from nocturna_infra.record import in_read_back_form, recorded_slot_problem
 from nocturna_infra.settings import parse_settings
 from nocturna_infra.slot import Slot
 
@@ -119,3 +119,29 @@ def test_the_check_follows_whatever_keys_render_produces() -> None:
         "slot blue: recorded argument 'pids_limit' is not one nocturna-infra declares for a "
         "container"
     )
+
+
+def test_values_recorded_before_the_read_back_forms_are_declared_as_the_provider_reads_them() -> (
+    None
+):
+    old = recorded(cpus="1", healthcheck={**TEMPLATE["healthcheck"], "interval": "60s",
+                                          "timeout": "5s", "start_period": "90s"})  # fmt: skip
+
+    args = in_read_back_form(old)
+
+    assert args["cpus"] == "1.0"
+    assert {key: args["healthcheck"][key] for key in ("interval", "timeout", "start_period")} == {
+        "interval": "1m0s",
+        "timeout": "5s",
+        "start_period": "1m30s",
+    }
+    assert args["healthcheck"]["tests"] == TEMPLATE["healthcheck"]["tests"]
+    assert {k: v for k, v in args.items() if k not in ("cpus", "healthcheck")} == {
+        k: v for k, v in old.items() if k not in ("cpus", "healthcheck")
+    }
+
+
+def test_values_already_in_read_back_form_are_kept() -> None:
+    current = recorded(cpus="0.9")
+
+    assert in_read_back_form(current) == current

@@ -138,8 +138,19 @@ def test_blue_green_cycle_on_real_docker_and_nginx_under_load(
         "5b retry the deploy",
         "5c switch to green (recorded v2)",
         "5d provider diff on live green",
-        "6 staging deploy (3013)",
+        "5e rollback to blue",
+        "6a deploy v4 (renders fail)",
+        "6b switch: smoke gate refuses",
+        "7a deploy v5 (breaks later)",
+        "7b switch: watch switches back",
+        "7c keep blue (activeSlot blue)",
+        "8 staging deploy",
     ]
     assert [problem for result in results for problem in result.problems] == []
     under_load = [result for result in results if result.requests]
-    assert all(result.failed == 0 and result.slow_failed == 0 for result in under_load)
+    # Every failed request was answered by the release the watch switched back; none by the
+    # slot serving before, and none lost by a switch.
+    assert all(result.failed + result.slow_failed == result.broken_failed for result in under_load)
+    watched = results[-3]
+    assert watched.broken_failed > 0
+    assert watched.broken_answered.startswith("green ")

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import dataclasses
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -268,3 +270,44 @@ def test_secret_env_goes_only_to_the_secret_variables(project: Path) -> None:
     plain = dataclasses.replace(settings, env_secret=False)
     assert "DB_PASSWORD=pw" in render.container_args(plain, Slot.GREEN, IMAGE)["envs"]
     assert render.secret_env(plain) == {}
+
+
+def test_gated_switch_command_adds_smoke_checks_and_the_watch(project: Path) -> None:
+    checks = (
+        '[{"name": "render", "method": "POST", "path": "/api/v2/chart/render", '
+        '"headers": {"Authorization": "Bearer ${API_KEY}"}, "body": {"planets": {}}}]'
+    )
+    settings = settings_for(project, smokeChecks=checks, watchSeconds="45")
+
+    gated = render.gated_switch_command(settings, Slot.GREEN, PORTS)
+
+    assert gated == render.switch_command(settings, Slot.GREEN, PORTS) + (
+        """ --smoke-checks '[{"name":"render","method":"POST","path":"/api/v2/chart/render","""
+        """"headers":{"Authorization":"Bearer ${API_KEY}"},"body":"{\\"planets\\":{}}","""
+        """"expectStatus":200,"timeoutSeconds":10.0}]'"""
+        " --watch-seconds 45 --watch-log /var/log/nginx/nocturna-slots.log"
+        " --watch-error-percent 5 --watch-min-requests 20 --watch-failed-probes 3"
+    )
+    assert render.switch_environment_names(settings) == {"API_KEY"}
+
+
+def test_the_shell_passes_the_key_template_through_unexpanded(project: Path) -> None:
+    checks = '[{"name": "r", "path": "/r", "headers": {"Authorization": "Bearer ${API_KEY}"}}]'
+    settings = settings_for(project, smokeChecks=checks)
+    flags = render.gate_argv(settings)
+    printf = shlex.join(["printf", "%s", flags[1]])
+
+    done = subprocess.run(
+        ["/bin/sh", "-c", printf], env={"API_KEY": "real-key"}, capture_output=True, text=True,
+        check=True,
+    )  # fmt: skip
+
+    assert "Bearer ${API_KEY}" in done.stdout
+    assert "real-key" not in done.stdout
+
+
+def test_no_watch_in_staging_or_without_a_verification_url(project: Path) -> None:
+    staging = settings_for(project, environment="staging")
+    unverified = settings_for(project, verifyUrl="")
+
+    assert render.gate_argv(staging) == render.gate_argv(unverified) == []

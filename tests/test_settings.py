@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -446,6 +447,10 @@ INTEGER_RANGES = [
     ("probeAttempts", 1, 1000),
     ("probeIntervalSeconds", 1, 600),
     ("probeTimeoutSeconds", 1, 600),
+    ("watchSeconds", 0, 3600),
+    ("watchErrorPercent", 1, 100),
+    ("watchMinRequests", 1, 1000000),
+    ("watchFailedProbes", 1, 100),
 ]
 
 
@@ -590,3 +595,120 @@ def test_secret_env_is_marked_so_it_is_kept_out_of_plain_values(project: Path) -
 
     assert settings.env_secret is True
     assert settings.env == {"DB_PASSWORD": "pw"}
+
+
+# --- release gates ---------------------------------------------------------------------------
+
+RENDER_CHECK = {
+    "name": "render",
+    "method": "POST",
+    "path": "/api/v2/chart/render",
+    "headers": {"Authorization": "Bearer ${API_KEY}"},
+    "bodyFile": "smoke/chart.json",
+    "expectStatus": 200,
+    "expectContains": "iVBORw0KGgo",
+    "timeoutSeconds": 15,
+}
+
+
+def test_gates_default_to_no_smoke_checks_and_a_30_second_watch(project: Path) -> None:
+    gates = parse(project).gates
+
+    assert gates.smoke_checks == ()
+    assert (gates.watch_seconds, gates.watch_error_percent) == (30, 5)
+    assert (gates.watch_min_requests, gates.watch_failed_probes) == (20, 3)
+    assert gates.watch_log == "/var/log/nginx/nocturna-slots.log"
+
+
+def test_smoke_check_body_file_is_read_relative_to_the_project(project: Path) -> None:
+    (project / "smoke").mkdir()
+    (project / "smoke" / "chart.json").write_text('{"type": "natal"}\n')
+
+    (check,) = parse(project, smokeChecks=json.dumps([RENDER_CHECK])).gates.smoke_checks
+
+    assert check.body == '{"type": "natal"}\n'
+    assert check.headers == (("Authorization", "Bearer ${API_KEY}"),)
+    assert (check.method, check.path, check.status, check.timeout) == (
+        "POST",
+        "/api/v2/chart/render",
+        200,
+        15.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param(
+            {"method": "FETCH"},
+            "nocturna-infra:smokeChecks[0].method: must be one of GET, HEAD, POST, PUT, PATCH, "
+            "DELETE, OPTIONS; got 'FETCH'.",
+            id="method",
+        ),
+        pytest.param(
+            {"path": "api/v2"},
+            "nocturna-infra:smokeChecks[0].path: is required: a URL path starting with / "
+            "(no spaces); got 'api/v2'.",
+            id="path",
+        ),
+        pytest.param(
+            {"expectStatus": 700},
+            "nocturna-infra:smokeChecks[0].expectStatus: must be an HTTP status 100-599; got 700.",
+            id="status",
+        ),
+        pytest.param(
+            {"bodyFile": "smoke/missing.json"},
+            "nocturna-infra:smokeChecks[0].bodyFile: must name a readable UTF-8 file under "
+            "{project} (No such file or directory); got 'smoke/missing.json'.",
+            id="body-file",
+        ),
+        pytest.param(
+            {"headers": {"Authorization": "Bearer ${api-key}"}},
+            "nocturna-infra:smokeChecks[0].headers.Authorization: may only hold ${NAME} "
+            "templates (letters, digits, _); got 'Bearer ${api-key}'.",
+            id="template",
+        ),
+        pytest.param(
+            {"expect": 200},
+            "nocturna-infra:smokeChecks[0].expect: unknown field; allowed: name, method, path, "
+            "headers, body, bodyFile, expectStatus, expectContains, expectJsonField, "
+            "expectJsonValue, timeoutSeconds; got 200.",
+            id="unknown-field",
+        ),
+        pytest.param(
+            {"timeoutSeconds": 0},
+            "nocturna-infra:smokeChecks[0].timeoutSeconds: must be a number of seconds > 0 "
+            "and <= 300; got 0.",
+            id="timeout",
+        ),
+    ],
+)
+def test_bad_smoke_check_is_refused_naming_key_index_and_field(
+    project: Path, change: dict[str, object], message: str
+) -> None:
+    (project / "smoke").mkdir()
+    (project / "smoke" / "chart.json").write_text("{}")
+    checks = json.dumps([{**RENDER_CHECK, **change}])
+
+    assert_config_error(project, message.replace("{project}", str(project)), smokeChecks=checks)
+
+
+def test_smoke_checks_must_be_a_list_with_unique_names(project: Path) -> None:
+    assert_config_error(
+        project,
+        "nocturna-infra:smokeChecks: must be a list of checks (objects); got {'name': 'x'}.",
+        smokeChecks='{"name": "x"}',
+    )
+    assert_config_error(
+        project,
+        "nocturna-infra:smokeChecks[1].name: must be unique among the checks; got 'health'.",
+        smokeChecks='[{"name": "health", "path": "/health"}, {"name": "health", "path": "/"}]',
+    )
+
+
+def test_watch_log_must_be_an_absolute_path(project: Path) -> None:
+    assert_config_error(
+        project,
+        "nocturna-infra:watchLog: must be an absolute file path without '..'; got 'slots.log'.",
+        watchLog="slots.log",
+    )

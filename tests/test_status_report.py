@@ -373,3 +373,27 @@ def test_the_example_in_docs_operations_is_real_output() -> None:
     text = render_status(report)
     doc = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
     assert f"```\n{text}```\n" in doc
+
+
+SWITCHED_BACK = {
+    "slot": "green",
+    "previous": "blue",
+    "result": "switched-back",
+    "reason": "34 of 40 requests through Nginx failed (85% >= 5%)",
+    "started": "2026-11-26T20:58:01.000+00:00",
+    "ended": "2026-11-26T20:58:09.120+00:00",
+    "seen": {"requests": 40, "failed": 34, "probes": 4, "failedProbes": 1},
+    "secondsFromFirstFailureToSwitchBack": 1.234,
+}
+
+
+def test_last_watch_line_says_what_the_watch_saw_and_did() -> None:
+    report = replace(HEALTHY, watch=SWITCHED_BACK)
+
+    assert render_status(report).splitlines()[3] == (
+        "Last watch: green switched-back (ended 2026-11-26T20:58:09.120+00:00): 34 of 40 "
+        "requests through Nginx failed (85% >= 5%); 40 requests (34 failed), 4 probes "
+        "(1 failed); back on blue 1.2s after the first failure"
+    )
+    assert status_data(report)["lastWatch"] == SWITCHED_BACK
+    assert "Last watch" not in render_status(HEALTHY)

@@ -4,11 +4,13 @@
         --slot S --server HOST:PORT [--standby OTHER=HOST:PORT] --health-url URL \
         [--verify-url URL] ...
 
-Order: validate every flag, probe the target directly, take the lock; only if a slot's servers
-change: atomically replace the upstream file (one group per slot), `nginx -t`, reload. Then
-flip the selection file (see `selection`), which Nginx reads on the next request, and verify
-through Nginx. Any failure after the first write puts the previous selection and file back
-(atomically) and, once Nginx may have loaded the new file, reloads again.
+Order: validate every flag, probe the target directly, run the smoke checks against it, take
+the lock; only if a slot's servers change: atomically replace the upstream file (one group per
+slot), `nginx -t`, reload. Then flip the selection file (see `selection`), which Nginx reads on
+the next request, and verify through Nginx. Any failure after the first write puts the previous
+selection and file back (atomically) and, once Nginx may have loaded the new file, reloads
+again. With `--watch-seconds`, the lock is released and the new slot watched through Nginx
+(see `gates`); if it fails, the switch re-takes the lock and switches back, health-gated.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import ipaddress
+import json
 import os
 import re
 import shlex
@@ -25,15 +28,16 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 from typing import Final, NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from nocturna_infra.cli import RaisingArgumentParser, UsageError
-from nocturna_infra.traffic import safe_files
+from nocturna_infra.traffic import gates, safe_files
+from nocturna_infra.traffic.gates import WatchOptions
 from nocturna_infra.traffic.probe import (
     Check,
     CheckResult,
@@ -49,6 +53,12 @@ from nocturna_infra.traffic.selection import (
     read_markers,
     write_markers,
 )
+from nocturna_infra.traffic.smoke import (
+    SmokeCheck,
+    SmokeDefinitionError,
+    missing_variables,
+    parse_checks,
+)
 from nocturna_infra.traffic.upstream import (
     KEEPALIVE,
     UpstreamParseError,
@@ -58,6 +68,7 @@ from nocturna_infra.traffic.upstream import (
     routing_text,
     slot_groups,
 )
+from nocturna_infra.traffic.watch import LogTail, Outcome, Thresholds, Watch
 
 
 class ExitCode(IntEnum):
@@ -71,13 +82,16 @@ class ExitCode(IntEnum):
     VERIFY_FAILED = 6
     LOCKED = 7
     FILESYSTEM = 8
+    WATCH_SWITCHED_BACK = 9
+    WATCH_STILL_LIVE = 10
 
 
 EXIT_CODES_HELP: Final = """\
 exit codes:
   0  switched, or the target was already live (nothing rewritten, no reload)
   2  bad usage: a flag is missing or invalid; nothing was touched
-  3  target not healthy (probe or smoke failed); nothing was changed
+  3  target not healthy (probe, smoke URL or a --smoke-checks check failed); nothing was
+     changed
   4  nginx -t rejected the new upstream file; the previous file was restored byte for byte
   5  reload failed; the previous file was restored and a reload retried with it
   6  verification through Nginx failed; the previous selection (and upstream file, if the
@@ -85,8 +99,12 @@ exit codes:
   7  another switch holds the lock; nothing was changed
   8  a file or directory could not be written, or is unsafe (a symlink, or a directory others
      may write to); nothing was changed, or what was written was restored
+  9  the watch saw the new slot fail and switched back to the previous slot (health-gated)
+  10 the watch saw the new slot fail, but switching back failed or was refused: the new
+     slot is still live
   143/130/129  stopped by SIGTERM/SIGINT/SIGHUP (128 + signal); after the first write the
-     previous selection and file were restored first, before it nothing was changed
+     previous selection and file were restored first, before it nothing was changed; during
+     the watch the new slot stays live
 """
 
 NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]+")
@@ -175,6 +193,10 @@ class SwitchOptions:
     lock_file: Path
     lock_wait: float
     keepalive: int
+    smoke_checks: tuple[SmokeCheck, ...] = ()
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """Values for the checks' ${VAR} templates (only the variables they name)."""
+    watch: WatchOptions | None = None
 
 
 # --- validation: pure, each error names the flag, the problem and the bad value -------------
@@ -346,6 +368,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="environment variable holding a bearer token for the smoke request "
         "(kept off the command line)",
     )
+    add(
+        "--smoke-checks",
+        metavar="JSON",
+        help="JSON list of smoke checks run against the target after its health probes (the "
+        "smokeChecks stack key's format; header values may name ${VAR} environment variables)",
+    )
+    add(
+        "--watch-seconds",
+        default="0",
+        help="after a switch, watch the new slot through Nginx this long and switch back if it "
+        "fails (default: %(default)s, no watch); needs --watch-log and --verify-url",
+    )
+    add(
+        "--watch-log",
+        metavar="PATH",
+        help="the JSON access log the shipped site writes (log_format nocturna_production_slots)",
+    )
+    add("--watch-error-percent", default="5", help="5xx share that fails the watch (default: 5)")
+    add(
+        "--watch-min-requests",
+        default="20",
+        help="requests seen before the share is judged (default: %(default)s)",
+    )
+    add(
+        "--watch-failed-probes",
+        default="3",
+        help="failed probes in a row that fail the watch (default: %(default)s)",
+    )
+    add(
+        "--watch-probe-interval",
+        default="2",
+        help="seconds between probes through Nginx during the watch (default: %(default)s)",
+    )
     add("--host-header", help="Host header for probes and verification")
     add("--verify-url", metavar="URL", help="URL on Nginx's loopback verification server")
     # Old workers may still answer for a moment after a reload, hence several attempts.
@@ -416,6 +471,8 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str] = os.environ) 
     if not upstream_file.name:
         _usage("--upstream-file", "a file path", ns.upstream_file)
     lock_file = Path(ns.lock_file) if ns.lock_file else Path(f"{upstream_file}.lock")
+    smoke_checks, wanted = _smoke_checks(ns.smoke_checks, environ)
+    watch = _watch_options(ns, verify)
     if not ns.selection_dir or not Path(ns.selection_dir).is_absolute():
         _usage("--selection-dir", "an absolute directory path", ns.selection_dir)
     return SwitchOptions(
@@ -438,7 +495,53 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str] = os.environ) 
         lock_file=lock_file,
         lock_wait=parse_seconds(ns.lock_wait, "--lock-wait", positive=False),
         keepalive=parse_int(ns.keepalive, "--keepalive", 1),
+        smoke_checks=smoke_checks,
+        environ=wanted,
+        watch=watch,
     )
+
+
+def _smoke_checks(
+    text: str | None, environ: Mapping[str, str]
+) -> tuple[tuple[SmokeCheck, ...], dict[str, str]]:
+    """The checks, and the environment values their templates name (all must be set)."""
+    if text is None:
+        return (), {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        _usage("--smoke-checks", "a JSON list of checks", text)
+    try:
+        checks = parse_checks(value, "--smoke-checks", Path.cwd())
+    except SmokeDefinitionError as error:
+        raise UsageError(str(error)) from None
+    missing = missing_variables(checks, environ)
+    if missing:
+        msg = (
+            f"--smoke-checks: environment variable {', '.join(missing)} is unset or empty "
+            "(named by a ${VAR} header template)"
+        )
+        raise UsageError(msg)
+    names = set().union(*(check.variables for check in checks))
+    return checks, {name: environ[name] for name in names}
+
+
+def _watch_options(ns: argparse.Namespace, verify: Check | None) -> WatchOptions | None:
+    seconds = parse_seconds(ns.watch_seconds, "--watch-seconds", positive=False)
+    thresholds = Thresholds(
+        error_percent=parse_int(ns.watch_error_percent, "--watch-error-percent", 1, 100),
+        min_requests=parse_int(ns.watch_min_requests, "--watch-min-requests", 1),
+        failed_probes=parse_int(ns.watch_failed_probes, "--watch-failed-probes", 1),
+    )
+    interval = parse_seconds(ns.watch_probe_interval, "--watch-probe-interval", positive=True)
+    if seconds == 0:
+        return None
+    if not ns.watch_log or not Path(ns.watch_log).is_absolute():
+        _usage("--watch-log", "an absolute file path (needed by --watch-seconds)", ns.watch_log)
+    if verify is None:
+        msg = "--watch-seconds: needs --verify-url (the watch probes through it)"
+        raise UsageError(msg)
+    return WatchOptions(seconds, Path(ns.watch_log), thresholds, interval)
 
 
 # --- running: progress, probes, lock, writes, nginx -----------------------------------------
@@ -816,6 +919,53 @@ def run(
     targets = ", ".join(opts.servers)
     progress.step(f"switch {opts.upstream_name} to {opts.slot} ({targets})")
     probe_target(opts, progress)
+    smoke_gate(opts, progress)
+    tail = None
+    if opts.watch is not None:
+        # From where the log ends now: the new slot's requests all come after this point.
+        tail = LogTail(opts.watch.log)
+        try:
+            tail.start()
+        except OSError as error:
+            msg = f"--watch-log {opts.watch.log}: unreadable ({error.strerror}); nothing changed"
+            raise SwitchError(ExitCode.FILESYSTEM, msg) from None
+        if not opts.watch.log.exists():
+            progress.step(f"watch log {opts.watch.log}: not there yet (read once Nginx writes it)")
+    started = time.time()
+    plan, changed = switch_locked(opts, now, progress, guard)
+    summary = (
+        f"{'switched to' if changed else 'already live:'} {opts.slot} -> {targets} "
+        f"({opts.upstream_name}) in {progress.elapsed:.2f}s"
+    )
+    if tail is None or opts.watch is None:
+        return summary
+    previous = previous_slot(opts, plan)
+    if not changed or previous is None:
+        tail.close()
+        why = "nothing changed" if not changed else "no previous slot to switch back to"
+        progress.step(f"watch: skipped ({why})")
+        return summary
+    progress.step(f"switch: {summary}")
+    watch_or_switch_back(opts, plan, previous, tail, started, now, progress, guard)
+    return f"{summary}; {opts.slot} passed the {opts.watch.seconds:g}s watch"
+
+
+def smoke_gate(opts: SwitchOptions, progress: Progress) -> None:
+    """Every smoke check, against every target server directly; exit 3 on the first failure."""
+    if not opts.smoke_checks:
+        return
+    host = opts.health[0].host_header if opts.health else None
+    failure = gates.smoke_failure(
+        opts.smoke_checks, opts.servers, opts.environ, host, progress.step
+    )
+    if failure is not None:
+        raise SwitchError(ExitCode.UNHEALTHY, f"{opts.slot} failed {failure}; nothing changed")
+
+
+def switch_locked(
+    opts: SwitchOptions, now: Callable[[], datetime], progress: Progress, guard: SignalGuard
+) -> tuple[Plan, bool]:
+    """Take the lock, plan, and run the transaction; the lock is released on return."""
     owner = (
         f"pid {os.getpid()} switching to {opts.slot} since {now().isoformat(timespec='seconds')}"
     )
@@ -825,9 +975,157 @@ def run(
             plan = make_plan(opts, now())
         except UnsafeFileError as error:
             raise SwitchError(ExitCode.FILESYSTEM, f"{error}; nothing changed") from None
-        changed = Transaction(opts, plan, progress, guard).run()
-    verb = "switched to" if changed else "already live:"
-    return f"{verb} {opts.slot} -> {targets} ({opts.upstream_name}) in {progress.elapsed:.2f}s"
+        return plan, Transaction(opts, plan, progress, guard).run()
+
+
+def previous_slot(opts: SwitchOptions, plan: Plan) -> str | None:
+    """The slot Nginx used before this switch, if it had servers and was another slot."""
+    if plan.old_file is None:
+        return None
+    before = nginx_choice(plan.old_markers, plan.slots, opts.fallback_slot)
+    if before == opts.slot or before not in plan.old_groups:
+        return None
+    return before
+
+
+def watch_or_switch_back(
+    opts: SwitchOptions,
+    plan: Plan,
+    previous: str,
+    tail: LogTail,
+    started: float,
+    now: Callable[[], datetime],
+    progress: Progress,
+    guard: SignalGuard,
+) -> None:
+    """Watch the new slot with no lock held; switch back if it fails. Raises SwitchError with
+    exit 9 (switched back) or 10 (still live); the record says what happened either way."""
+    assert opts.watch is not None and opts.verify is not None
+    path = gates.record_path(opts.upstream_file)
+    record = gates.new_record(opts.slot, previous, opts.watch, started)
+    _save_record(path, record, progress)
+    watch = Watch(group_name(opts.upstream_name, opts.slot), started)
+    probe = gates.nginx_probe(
+        opts.smoke_checks, opts.verify, opts.servers, opts.environ, opts.timeout
+    )
+
+    def still_selected() -> bool:
+        return _selected_now(opts, plan) == opts.slot
+
+    try:
+        outcome = gates.run_watch(watch, opts.watch, tail, probe, still_selected, progress.step)
+        _judge(opts, plan, previous, path, record, watch, outcome, now, progress, guard)
+    except Interrupted as interrupted:  # during the watch or before the switch back's writes
+        name = signal.Signals(interrupted.signum).name
+        _save_record(path, {**record, **gates.ended("interrupted", f"by {name}", watch)}, progress)
+        raise SwitchError(
+            128 + interrupted.signum,
+            f"interrupted by {name} during the watch; {opts.slot} stays live "
+            f"(saw {watch.summary()})",
+        ) from None
+
+
+def _judge(
+    opts: SwitchOptions,
+    plan: Plan,
+    previous: str,
+    path: Path,
+    record: Mapping[str, object],
+    watch: Watch,
+    outcome: Outcome,
+    now: Callable[[], datetime],
+    progress: Progress,
+    guard: SignalGuard,
+) -> None:
+    """Act on the watch's outcome: keep the new slot, or switch back and say so."""
+    assert opts.watch is not None
+    if outcome.result != "failed":
+        _save_record(
+            path, {**record, **gates.ended(outcome.result, outcome.reason, watch)}, progress
+        )
+        return
+    seen = f"saw {watch.summary()}"
+    try:
+        back = switch_back(opts, plan, previous, now, progress, guard)
+    except SwitchError as failure:
+        ended = gates.ended("switch-back-failed", f"{outcome.reason}; {failure.reason}", watch)
+        _save_record(path, {**record, **ended}, progress)
+        raise SwitchError(
+            ExitCode.WATCH_STILL_LIVE,
+            f"watch: {opts.slot} failed ({outcome.reason}) but switching back to {previous} "
+            f"failed: {failure.reason}; {opts.slot} is still live. {seen}",
+        ) from None
+    if back is None:
+        reason = f"{outcome.reason}; someone switched meanwhile, so nothing was switched back"
+        _save_record(path, {**record, **gates.ended("superseded", reason, watch)}, progress)
+        progress.step(f"watch: {reason}")
+        return
+    ended = gates.ended("switched-back", outcome.reason, watch, switched_back_at=time.time())
+    _save_record(path, {**record, **ended}, progress)
+    raise SwitchError(
+        ExitCode.WATCH_SWITCHED_BACK,
+        f"watch: {opts.slot} failed within {opts.watch.seconds:g}s ({outcome.reason}); "
+        f"switched back to {previous} ({back}). {seen}. Fix the release, or run "
+        f"`pulumi config set activeSlot {previous}`.",
+    )
+
+
+def _selected_now(opts: SwitchOptions, plan: Plan) -> str | None:
+    try:
+        return selected_slot(opts.selection_dir, opts.upstream_name, plan.slots, opts.fallback_slot)
+    except UnsafeFileError:
+        return None
+
+
+def _save_record(path: Path, record: Mapping[str, object], progress: Progress) -> None:
+    try:
+        safe_files.write_atomic(path, (json.dumps(record, indent=2) + "\n").encode())
+    except (OSError, UnsafeFileError) as error:
+        progress.step(f"watch record {path}: not written ({error})")
+
+
+def switch_back(
+    opts: SwitchOptions,
+    plan: Plan,
+    previous: str,
+    now: Callable[[], datetime],
+    progress: Progress,
+    guard: SignalGuard,
+) -> str | None:
+    """Switch to `previous` through the same health-gated path, under the lock, only if the
+    selection still names the watched slot. Returns how it went, or None if superseded."""
+    servers = plan.new_groups[previous]
+    template = urlsplit(opts.health[0].url)
+    health = tuple(
+        replace(opts.health[0], url=urlunsplit(template._replace(netloc=server)))
+        for server in servers
+    )
+    standby = {slot: found for slot, found in plan.new_groups.items() if slot != previous}
+    back = replace(
+        opts,
+        slot=previous,
+        servers=servers,
+        standby=standby,
+        health=health,
+        smoke=None,
+        smoke_checks=(),
+        watch=None,
+        lock_wait=max(opts.lock_wait, 30.0),
+    )
+    progress.step(f"switch back to {previous} ({', '.join(servers)})")
+    probe_target(back, progress)
+    since = now().isoformat(timespec="seconds")
+    owner = f"pid {os.getpid()} switching back to {previous} since {since}"
+    with held_lock(back.lock_file, back.lock_wait, owner):
+        progress.step(f"lock {back.lock_file}: held")
+        if _selected_now(opts, plan) != opts.slot:
+            return None
+        try:
+            back_plan = make_plan(back, now())
+        except UnsafeFileError as error:
+            raise SwitchError(ExitCode.FILESYSTEM, f"{error}; nothing changed") from None
+        Transaction(back, back_plan, progress, guard).run()
+    return f"in {progress.elapsed:.2f}s since the switch began"
 
 
 def selected_slot(

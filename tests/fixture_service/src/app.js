@@ -1,5 +1,6 @@
-// Stand-in for the Nocturna Chart Service: same shape (HOST:PORT, /health, graceful SIGTERM),
-// no Chromium. Plain `http`, one runtime dependency (ms) to exercise `npm ci --omit=dev`.
+// Stand-in for the Nocturna Chart Service: same shape (HOST:PORT, /health, graceful SIGTERM,
+// POST /api/v2/chart/render behind `Authorization: Bearer $API_KEY`), no Chromium. Plain
+// `http`, one runtime dependency (ms) to exercise `npm ci --omit=dev`.
 "use strict";
 
 const fs = require("node:fs");
@@ -14,6 +15,25 @@ const FORCED_EXIT_MS = ms("30s");
 const MAX_SLOW_MS = ms("60s");
 const INDEX_HTML = fs.readFileSync(path.join(__dirname, "..", "public", "index.html"));
 const startedAt = Date.now();
+const MAX_BODY_BYTES = 1024 * 1024;
+// A 1x1 transparent PNG: what a render answers, without Chromium.
+const TINY_PNG_BASE64 =
+  "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+
+// A release can break after it went live (`failAfterRequests` answered requests, or
+// `failAfterMs` after its first one): from then on everything but /health answers 500,
+// as a renderer that leaks until it dies would. /health keeps answering 200 throughout.
+let served = 0;
+let firstServedAt = null;
+
+function broken() {
+  if (release.failAfterRequests > 0 && served >= release.failAfterRequests) return true;
+  return release.failAfterMs > 0 && firstServedAt !== null && Date.now() - firstServedAt >= release.failAfterMs;
+}
+
+function renderError(res) {
+  sendJson(res, 500, { status: "error", error: { code: "RENDER_ERROR", message: "chart renderer failed" } });
+}
 
 function log(message, fields = {}) {
   process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), message, ...fields })}\n`);
@@ -36,9 +56,51 @@ function health() {
   };
 }
 
+function authorized(req) {
+  return !process.env.API_KEY || req.headers.authorization === `Bearer ${process.env.API_KEY}`;
+}
+
+function render(req, res) {
+  const chunks = [];
+  let size = 0;
+  req.on("data", (chunk) => {
+    size += chunk.length;
+    if (size <= MAX_BODY_BYTES) chunks.push(chunk);
+  });
+  req.on("end", () => {
+    if (size > MAX_BODY_BYTES) return sendJson(res, 413, { status: "error", error: { code: "TOO_LARGE" } });
+    let chart;
+    try {
+      chart = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+    } catch {
+      return sendJson(res, 400, { status: "error", error: { code: "VALIDATION_ERROR" } });
+    }
+    if (chart === null || typeof chart !== "object") {
+      return sendJson(res, 400, { status: "error", error: { code: "VALIDATION_ERROR" } });
+    }
+    // The failure mode of a release whose chart library did not install: /health says 200.
+    if (release.renderOk === false) return renderError(res);
+    // The real service's shape: {"status":"success","data":{"image":<base64>,"format":"png",...}}.
+    sendJson(res, 200, { status: "success", data: { image: TINY_PNG_BASE64, format: "png" }, meta: { version: release.version } });
+  });
+}
+
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, "http://localhost");
-  if (req.method !== "GET" && req.method !== "HEAD") {
+  if (url.pathname !== "/health") {
+    if (broken()) return renderError(res);
+    served += 1;
+    if (firstServedAt === null) firstServedAt = Date.now();
+  }
+  if (url.pathname === "/api/v2/chart/render") {
+    if (req.method !== "POST") {
+      sendJson(res, 405, { status: "error", error: { code: "METHOD_NOT_ALLOWED" } });
+    } else if (!authorized(req)) {
+      sendJson(res, 401, { status: "error", error: { code: "AUTHENTICATION_ERROR" } });
+    } else {
+      render(req, res);
+    }
+  } else if (req.method !== "GET" && req.method !== "HEAD") {
     sendJson(res, 405, { error: "method not allowed" });
   } else if (url.pathname === "/health") {
     sendJson(res, release.healthy ? 200 : 503, health());

@@ -1,3 +1,6 @@
 // The single point the deployment rehearsal edits: bump `version` for a new release,
-// set `healthy: false` for a release whose /health answers 503.
-module.exports = { version: "1.0.0", healthy: true };
+// `healthy: false` for a release whose /health answers 503, `renderOk: false` for one whose
+// renders fail (500 RENDER_ERROR) while /health says 200, `failAfterRequests`/`failAfterMs`
+// (> 0) for one that starts answering 500 to everything but /health once it has served that
+// many requests, or that long after its first one.
+module.exports = { version: "1.0.0", healthy: true, renderOk: true, failAfterRequests: 0, failAfterMs: 0 };

@@ -1,0 +1,184 @@
+"""Release gates around the switch: smoke checks before it, the watch window after it.
+
+The switch calls `smoke_failure` after the target's health probes and before it takes the
+lock: a failure there stops it with exit 3 and nothing changed. After a switch that moved
+traffic, `watch_then_decide` holds no lock while it watches (a break-glass switch or a
+rollback is never blocked); the caller re-takes the lock before switching back and does
+nothing if the selection no longer names the watched slot.
+
+The outcome is kept in `<upstream file>.watch.json`, for `status`, for the
+program's drift guard (a switch back is expected routing, not drift) and for people.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from nocturna_infra.traffic.probe import Check, last_upstream, upstream_addresses, verify_routed
+from nocturna_infra.traffic.smoke import SmokeCheck, run_checks
+from nocturna_infra.traffic.watch import LogTail, Outcome, Thresholds, Watch, run_window
+
+RECORD_SUFFIX: Final = ".watch.json"
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """How long to watch, where the access log is, and when to switch back."""
+
+    seconds: float
+    log: Path
+    thresholds: Thresholds
+    probe_interval: float = 2.0
+
+
+def smoke_failure(
+    checks: Sequence[SmokeCheck],
+    servers: Sequence[str],
+    environ: Mapping[str, str],
+    host_header: str | None,
+    step: Callable[[str], None],
+) -> str | None:
+    """Run every check against every target server directly; the first failure, or None."""
+    for server in servers:
+        for result in run_checks(checks, f"http://{server}", environ, host_header):
+            step(result.describe())
+            if not result.ok:
+                return result.describe()
+    return None
+
+
+def nginx_probe(
+    checks: Sequence[SmokeCheck],
+    verify: Check,
+    servers: Sequence[str],
+    environ: Mapping[str, str],
+    timeout: float,
+) -> Callable[[], tuple[bool, str]]:
+    """One probe through Nginx's verification server: the smoke checks if there are any (a
+    render proves more than /health), else the verification URL; it must be answered by
+    one of `servers`."""
+    parts = urlsplit(verify.url)
+    base = f"{parts.scheme}://{parts.netloc}"
+    expected = upstream_addresses(servers)
+
+    def probe() -> tuple[bool, str]:
+        if not checks:
+            result = verify_routed(verify, timeout, servers)
+            return result.ok, f"{verify.url} {result.detail}"
+        results = run_checks(checks, base, environ, verify.host_header)
+        last = results[-1]
+        if not last.ok:
+            return False, last.describe()
+        answered = last_upstream(last.upstream) if last.upstream else "an unknown upstream"
+        if answered not in expected:
+            return False, f"{last.label} was answered by {answered}, not by {', '.join(servers)}"
+        return True, last.describe()
+
+    return probe
+
+
+def record_path(upstream_file: Path) -> Path:
+    """Where the last watch's outcome is kept: beside the upstream file, like .lock/.prev."""
+    return upstream_file.with_name(upstream_file.name + RECORD_SUFFIX)
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The record, or None if there is none or it cannot be read as a JSON object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def switched_back(record: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    """(watched slot, restored slot) if the last watch switched traffic back, else None."""
+    if not record or record.get("result") != "switched-back":
+        return None
+    slot, previous = record.get("slot"), record.get("previous")
+    if isinstance(slot, str) and isinstance(previous, str):
+        return slot, previous
+    return None
+
+
+def iso(moment: float | None) -> str | None:
+    """A wall-clock time as an ISO 8601 UTC string (ms)."""
+    if moment is None:
+        return None
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
+
+
+def new_record(slot: str, previous: str, options: WatchOptions, started: float) -> dict[str, Any]:
+    """The record written when the watch begins (result `watching`)."""
+    return {
+        "slot": slot,
+        "previous": previous,
+        "result": "watching",
+        "reason": "",
+        "started": iso(started),
+        "ended": None,
+        "watchSeconds": options.seconds,
+        "thresholds": {
+            "errorPercent": options.thresholds.error_percent,
+            "minRequests": options.thresholds.min_requests,
+            "failedProbes": options.thresholds.failed_probes,
+        },
+    }
+
+
+def run_watch(
+    watch: Watch,
+    options: WatchOptions,
+    tail: LogTail,
+    probe: Callable[[], tuple[bool, str]],
+    still_selected: Callable[[], bool],
+    step: Callable[[str], None],
+) -> Outcome:
+    """The window itself (no lock held); see `watch.run_window`."""
+    step(
+        f"watch {watch.group} through Nginx for {options.seconds:g}s (switch back at "
+        f">= {options.thresholds.error_percent}% 5xx of >= {options.thresholds.min_requests} "
+        f"requests, or {options.thresholds.failed_probes} failed probes in a row)"
+    )
+    try:
+        outcome = run_window(
+            watch,
+            options.seconds,
+            tail,
+            options.thresholds,
+            probe,
+            still_selected,
+            step,
+            probe_interval=options.probe_interval,
+        )
+    finally:
+        tail.close()
+    step(f"watch {outcome.result}: {outcome.reason}; saw {watch.summary()}")
+    return outcome
+
+
+def ended(
+    result: str, reason: str, watch: Watch, switched_back_at: float | None = None
+) -> dict[str, Any]:
+    """The fields a finished watch adds to its record."""
+    fields: dict[str, Any] = {
+        "result": result,
+        "reason": reason,
+        "ended": iso(time.time()),
+        "seen": watch.to_json(),
+        "firstFailure": iso(watch.first_failure),
+    }
+    if switched_back_at is not None:
+        fields["switchedBack"] = iso(switched_back_at)
+        if watch.first_failure is not None:
+            fields["secondsFromFirstFailureToSwitchBack"] = round(
+                switched_back_at - watch.first_failure, 3
+            )
+    return fields

@@ -1,0 +1,275 @@
+"""The watch window: after a switch, judge the new slot by what it does through Nginx.
+
+Two sources, both through Nginx, so they see what clients see:
+
+- real traffic: the shipped public site writes one JSON line per request to a dedicated
+  access log (`log_format ... escape=json` with the selected group, `$upstream_addr`,
+  `$status`, `$request_time`); `LogTail` follows it from where it ended when the switch
+  began, across rename rotation (the old file is drained first) and truncation;
+- probes: every few seconds the smoke checks (or the verification URL) go through Nginx's
+  loopback verification server, which has no access log, so a quiet window is judged too
+  and probes are never counted as traffic.
+
+`Watch` counts, and `verdict` says when failures cross the thresholds: an error rate once
+enough requests were seen, or several failed probes in a row. The switch acts on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Final
+
+SAMPLES: Final = 5
+"""Failed requests quoted in the outcome."""
+
+
+@dataclass(frozen=True)
+class AccessRecord:
+    """One request as the shipped `log_format` writes it."""
+
+    time: float
+    group: str
+    upstream: str
+    status: int
+    request_time: float
+
+    @property
+    def failed(self) -> bool:
+        """A 5xx reached the client: the slot failed it (or Nginx could not reach the slot)."""
+        return self.status >= 500
+
+
+def parse_line(line: str) -> AccessRecord | None:
+    """The record of one log line, or None for a line of another shape (skipped, not fatal)."""
+    try:
+        data = json.loads(line)
+        return AccessRecord(
+            time=float(data["time"]),
+            group=str(data["group"]),
+            upstream=str(data["upstream"]),
+            status=int(data["status"]),
+            request_time=float(data["requestTime"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class LogTail:
+    """Lines appended to a file after `start()`; survives rotation and truncation.
+
+    Rotation by rename: the open descriptor still reads the old file to its end, then the
+    new file is followed from its start. Truncation in place (copytruncate): read again
+    from the start. A file that does not exist yet is followed from its start once it does.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[bytes] | None = None
+        self._inode: int | None = None
+        self._partial = b""
+
+    def start(self) -> None:
+        self._open(at_end=True)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _open(self, *, at_end: bool) -> None:
+        try:
+            handle = self.path.open("rb")
+        except FileNotFoundError:
+            self._file = None
+            return
+        if at_end:
+            handle.seek(0, os.SEEK_END)
+        self._file = handle
+        self._inode = os.fstat(handle.fileno()).st_ino
+        self._partial = b""
+
+    def _drain(self) -> list[str]:
+        assert self._file is not None
+        if os.fstat(self._file.fileno()).st_size < self._file.tell():
+            self._file.seek(0)  # truncated in place
+            self._partial = b""
+        data = self._partial + self._file.read()
+        *complete, self._partial = data.split(b"\n")
+        return [line.decode("utf-8", "replace") for line in complete if line]
+
+    def read_lines(self) -> list[str]:
+        """Every complete line written since the last call."""
+        if self._file is None:
+            self._open(at_end=False)
+            if self._file is None:
+                return []
+        lines = self._drain()
+        try:
+            current = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return lines  # rotated, the new file not created yet
+        if current != self._inode:
+            self.close()
+            self._open(at_end=False)
+            if self._file is not None:
+                lines += self._drain()
+        return lines
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When the watch switches back."""
+
+    error_percent: int
+    min_requests: int
+    failed_probes: int
+
+
+@dataclass
+class Watch:
+    """What was seen of one slot's group during the window."""
+
+    group: str
+    started: float
+    """Wall-clock time the window began (also the earliest request counted)."""
+    requests: int = 0
+    failed: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    slowest: float = 0.0
+    total_time: float = 0.0
+    samples: list[str] = field(default_factory=list)
+    first_failure: float | None = None
+    """Wall-clock time of the first failed request or probe."""
+    probes: int = 0
+    failed_probes: int = 0
+    failed_in_a_row: int = 0
+    last_probe: str = ""
+
+    def add(self, record: AccessRecord) -> None:
+        if record.group != self.group or record.time < self.started:
+            return
+        self.requests += 1
+        self.statuses[record.status] += 1
+        self.total_time += record.request_time
+        self.slowest = max(self.slowest, record.request_time)
+        if record.failed:
+            self.failed += 1
+            self._first(record.time)
+            if len(self.samples) < SAMPLES:
+                self.samples.append(
+                    f"{record.status} from {record.upstream or 'no upstream'} in "
+                    f"{record.request_time:.3f}s at +{record.time - self.started:.1f}s"
+                )
+
+    def add_probe(self, ok: bool, detail: str, at: float) -> None:
+        self.probes += 1
+        self.last_probe = detail
+        if ok:
+            self.failed_in_a_row = 0
+            return
+        self.failed_probes += 1
+        self.failed_in_a_row += 1
+        self._first(at)
+
+    def _first(self, at: float) -> None:
+        if self.first_failure is None or at < self.first_failure:
+            self.first_failure = at
+
+    def verdict(self, limits: Thresholds) -> str | None:
+        """Why the slot must be switched back, or None while it is within the thresholds."""
+        if self.requests >= limits.min_requests and (
+            self.failed * 100 >= limits.error_percent * self.requests
+        ):
+            share = 100 * self.failed / self.requests
+            return (
+                f"{self.failed} of {self.requests} requests through Nginx failed "
+                f"({share:.0f}% >= {limits.error_percent}%)"
+            )
+        if self.failed_in_a_row >= limits.failed_probes:
+            return (
+                f"{self.failed_in_a_row} probes through Nginx failed in a row "
+                f"(last: {self.last_probe})"
+            )
+        return None
+
+    def summary(self) -> str:
+        """Counts, statuses, timings and samples in one line."""
+        statuses = ", ".join(f"{status}x{n}" for status, n in sorted(self.statuses.items()))
+        mean = self.total_time / self.requests if self.requests else 0.0
+        text = (
+            f"{self.requests} requests ({self.failed} failed; statuses {statuses or 'none'}; "
+            f"mean {mean:.3f}s, slowest {self.slowest:.3f}s), "
+            f"{self.probes} probes ({self.failed_probes} failed)"
+        )
+        if self.samples:
+            text += "; failed: " + "; ".join(self.samples)
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "failed": self.failed,
+            "statuses": {str(status): n for status, n in sorted(self.statuses.items())},
+            "slowestSeconds": round(self.slowest, 3),
+            "probes": self.probes,
+            "failedProbes": self.failed_probes,
+            "samples": list(self.samples),
+            "firstFailure": self.first_failure,
+        }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a window ended: `passed`, `failed` (switch back) or `superseded` (someone else
+    switched meanwhile: nothing to judge, nothing to do)."""
+
+    result: str
+    reason: str
+    watch: Watch
+
+
+def run_window(
+    watch: Watch,
+    seconds: float,
+    tail: LogTail,
+    limits: Thresholds,
+    probe: Callable[[], tuple[bool, str]],
+    still_selected: Callable[[], bool],
+    step: Callable[[str], None],
+    probe_interval: float = 2.0,
+    poll: float = 0.1,
+) -> Outcome:
+    """Watch until `seconds` pass or the verdict says switch back; holds no lock."""
+    end = time.monotonic() + seconds
+    next_probe = time.monotonic()
+    next_report = time.monotonic() + 5.0
+    while True:
+        for line in tail.read_lines():
+            record = parse_line(line)
+            if record is not None:
+                watch.add(record)
+        reason = watch.verdict(limits)
+        if reason is not None:
+            return Outcome("failed", reason, watch)
+        if not still_selected():
+            return Outcome("superseded", "the selection no longer names the watched slot", watch)
+        now = time.monotonic()
+        if now >= end:
+            return Outcome("passed", f"no threshold crossed in {seconds:g}s", watch)
+        if now >= next_probe:
+            ok, detail = probe()
+            watch.add_probe(ok, detail, time.time())
+            if not ok:
+                step(f"watch probe: {detail}")
+            next_probe = time.monotonic() + probe_interval
+            continue  # judge the probe at once
+        if now >= next_report:
+            step(f"watch: {watch.summary()}")
+            next_report = now + 5.0
+        time.sleep(min(poll, max(0.0, end - now)))
