@@ -216,8 +216,10 @@ class TwoHostRehearsal:
             "greenPort": str(self.ports["green"]),
             "healthIntervalSeconds": "2",
             "healthTimeoutSeconds": "1",
-            "healthRetries": "3",
-            "healthStartPeriodSeconds": "4",
+            # Roomier than the single-host rehearsal: host 2's health is polled over SSH and
+            # its engine may have just started (wait: 8 s + 2 s x 6 = 20 s).
+            "healthRetries": "5",
+            "healthStartPeriodSeconds": "8",
             "stopTimeoutSeconds": "35",
             "upstreamFile": str(nginx.upstream_file),
             "upstreamName": nginx.site.upstream_name,
