@@ -1,3 +1,3 @@
-from nocturna_infra.program import main
+from nocturna_infra.program.stack import main
 
 main()

@@ -1,14 +1,15 @@
-"""nocturna-infra: blue/green deployments of one HTTP service on a Docker host behind Nginx.
+"""nocturna-infra: blue/green deployments of one HTTP service on Docker hosts behind Nginx.
 
-Resource tree of one stack (production; staging has a single `staging` slot)::
+The package in three parts, plus what they share:
 
-    nocturna:index:ServiceNetwork   the user-defined bridge network the slots join
-    nocturna:index:ServiceImage     docker.Image built with BuildKit, kept local (skip_push)
-    nocturna:index:SlotContainer    one per slot: blue, green (or staging)
-    nocturna:index:Router           command.local.Command running the health-gated switch:
-                                    probe target -> write upstream -> nginx -t -> reload -> verify
+    settings.py, slot.py, provider_form.py, cli.py   typed, validated stack config; shared words
+    program/     the Pulumi program: `stack.main` declares the stack from pure rules
+                 (`deployment`, `record`) and pure rendering (`render`) through thin
+                 components (`components/`)
+    traffic/     the tools that move traffic on the host, run by the Router or by hand:
+                 the no-reload switch, probes, upstream file and selection, release gates
+    status/      `python -m nocturna_infra.status`: what runs and where Nginx routes
 
-Layers, dependencies pointing one way: settings -> render -> components -> program.
-`settings` and `render` never import the Pulumi engine's resources, so they are tested
-without mocks; `switch` is the standalone program the Router runs on the host.
+Dependencies point one way: settings -> program.render -> program.components ->
+program.stack; traffic and status never import the Pulumi engine.
 """

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from nocturna_infra.slot_container import SlotContainer, SlotContainerArgs
+from nocturna_infra.program.components.slot_container import SlotContainer, SlotContainerArgs
 from tests import harness
 from tests.engine_api import create_container, engine
 

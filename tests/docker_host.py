@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from nocturna_infra.ca_certs import read_extra_ca_certs
+from nocturna_infra.program.ca_certs import read_extra_ca_certs
 
 DOCKER: Final = os.environ.get("DOCKER", "/usr/bin/docker")
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ import harness
 from harness import MockedRun, stack_reference_state, unsecret
 from pulumi.runtime import mocks as pm
 
-from nocturna_infra import program
+from nocturna_infra.program import stack as program
 
 IMAGE_V1 = "sha256:" + "1" * 64
 IMAGE_V2 = "sha256:" + "2" * 64

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+from nocturna_infra.program.components.slot_container import APPLY_BY_REPLACING
 from nocturna_infra.provider_form import go_duration_ns, nano_cpus_read_back
-from nocturna_infra.slot_container import APPLY_BY_REPLACING
 
 MB: Final = 1024 * 1024
 

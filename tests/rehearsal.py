@@ -52,7 +52,7 @@ import yaml
 from pulumi.runtime import mocks as pm
 from pulumi.runtime import settings
 
-from nocturna_infra import program
+from nocturna_infra.program import stack as program
 from nocturna_infra.traffic import gates
 from nocturna_infra.traffic.watch import parse_line
 from tests import docker_host, harness

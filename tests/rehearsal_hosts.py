@@ -36,9 +36,10 @@ from typing import Any, Final
 import requests
 from pulumi.runtime import mocks as pm
 
-from nocturna_infra import program, status
+from nocturna_infra.program import stack as program
 from nocturna_infra.settings import parse_settings
-from nocturna_infra.status_report import assess
+from nocturna_infra.status import cli as status
+from nocturna_infra.status.report import StatusReport, assess
 from nocturna_infra.traffic.probe import VERIFY_HEADER
 from tests import docker_host, harness
 from tests.engine_api import ApplyError, SshEngine, engine, engine_target
@@ -464,7 +465,7 @@ class TwoHostRehearsal:
         self.record(f"8 status, host 2 dark ({took:.0f}s)", "ok", UpResult(None, mocks, None, took),
                     None, problems)  # fmt: skip
 
-    def status(self) -> status.StatusReport:
+    def status(self) -> StatusReport:
         raw = {k: v for k, v in self.config(activeSlot="green").items() if k != "apiKey"}
         settings = parse_settings(raw, api_key="", project_dir=None)
         env = self.second.env()

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from nocturna_infra import render
+from nocturna_infra.program import render
 from nocturna_infra.settings import Settings, parse_settings
 from nocturna_infra.slot import Slot
 from tests import docker_host

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from program_runs import make_project
 
-from nocturna_infra import render
+from nocturna_infra.program import render
 from nocturna_infra.settings import CONFIG_SCHEMA, PROJECT, parse_settings
 from nocturna_infra.slot import Slot
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from nocturna_infra import render
+from nocturna_infra.program import render
 from nocturna_infra.settings import Settings, parse_settings
 from nocturna_infra.slot import Slot
 from tests import docker_host

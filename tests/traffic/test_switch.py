@@ -1169,6 +1169,20 @@ def test_client_supplied_forwarding_headers_are_replaced(nginx, blue) -> None:
 # --- moving a host from the reload-based single group to the selection ----------------------
 
 
+def worker_pids(nginx: NginxInstance) -> set[int]:
+    master = nginx.master_pid()
+    assert master is not None
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return {int(pid) for pid in children}
+
+
+def wait_until_gone(pids: set[int], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while any(Path(f"/proc/{pid}").exists() for pid in pids):
+        assert time.monotonic() < deadline, f"old Nginx workers {sorted(pids)} did not exit"
+        time.sleep(0.05)
+
+
 def test_migration_from_the_single_group_include_takes_one_reload_then_none(
     prefix, blue, green, tmp_path
 ) -> None:
@@ -1211,8 +1225,12 @@ def test_migration_from_the_single_group_include_takes_one_reload_then_none(
         # Step 3: the new site config and the one reload.
         site.write_text(new_site)
         subprocess.run(nginx.command("-t", "-q"), check=True, capture_output=True)
+        old_workers = worker_pids(nginx)
         subprocess.run(nginx.command("-s", "reload"), check=True, capture_output=True)
         assert served_eventually(nginx, "blue") == "blue"
+        # Until the old workers exit they may still answer new connections from the old
+        # site config (the reload's own window, not the switch's): let the reload finish.
+        wait_until_gone(old_workers)
         # Step 4 and after: switches never reload.
         for target in (blue, green, blue, green):
             argv = switch_argv(nginx, target, "--nginx-reload", call_recorder(reloads, 0))

@@ -11,9 +11,15 @@ from typing import Any, Final
 import pulumi
 from pulumi.runtime.sync_await import _sync_await
 
-from nocturna_infra import render
-from nocturna_infra.ca_certs import CaCertError, read_extra_ca_certs
-from nocturna_infra.deployment import (
+from nocturna_infra.hosts import HostSettings, hosts_release, resource_name
+from nocturna_infra.program import render
+from nocturna_infra.program.ca_certs import CaCertError, read_extra_ca_certs
+from nocturna_infra.program.components.host_stack import HostBase, declare_host_base, on_host
+from nocturna_infra.program.components.image import ServiceImage
+from nocturna_infra.program.components.network import ServiceNetwork
+from nocturna_infra.program.components.router import Router, RouterArgs
+from nocturna_infra.program.components.slot_container import SlotContainer, SlotContainerArgs
+from nocturna_infra.program.deployment import (
     STATE_VERSION,
     RecordedState,
     SlotAction,
@@ -25,15 +31,9 @@ from nocturna_infra.deployment import (
     routing_conflict,
     takes_release,
 )
-from nocturna_infra.host_stack import HostBase, declare_host_base, on_host
-from nocturna_infra.hosts import HostSettings, hosts_release, resource_name
-from nocturna_infra.image import ServiceImage
-from nocturna_infra.network import ServiceNetwork
-from nocturna_infra.record import in_read_back_form, recorded_slot_problem
-from nocturna_infra.router import Router, RouterArgs
+from nocturna_infra.program.record import in_read_back_form, recorded_slot_problem
 from nocturna_infra.settings import PROJECT, ConfigError, Environment, Settings
 from nocturna_infra.slot import Slot
-from nocturna_infra.slot_container import SlotContainer, SlotContainerArgs
 from nocturna_infra.traffic import gates
 from nocturna_infra.traffic.safe_files import UnsafeFileError
 from nocturna_infra.traffic.selection import nginx_choice, read_markers

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import harness
 
-from nocturna_infra.image import ServiceImage, ServiceImageArgs
+from nocturna_infra.program.components.image import ServiceImage, ServiceImageArgs
 
 ARGS = ServiceImageArgs(
     image_name="nocturna-chart-service:production",

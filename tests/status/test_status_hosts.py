@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from test_status import SWITCHED_AT, UPSTREAM_NAME, write_stack
+from test_status_cli import SWITCHED_AT, UPSTREAM_NAME, write_stack
 
-from nocturna_infra import status
-from nocturna_infra.status import load_settings
-from nocturna_infra.status_report import assess, render_status, status_data
+from nocturna_infra.status import cli as status
+from nocturna_infra.status.cli import load_settings
+from nocturna_infra.status.report import assess, render_status, status_data
 from nocturna_infra.traffic.upstream import render_upstreams
 
 HOSTS = [

@@ -6,7 +6,7 @@ import harness
 import pulumi
 import pytest
 
-from nocturna_infra.slot_container import SlotContainer, SlotContainerArgs
+from nocturna_infra.program.components.slot_container import SlotContainer, SlotContainerArgs
 
 
 def make(secret_env: pulumi.Input[Mapping[str, str]], *, protect: bool = False) -> SlotContainer:

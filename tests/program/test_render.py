@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from program_runs import make_project
 
-from nocturna_infra import render
+from nocturna_infra.program import render
 from nocturna_infra.settings import Settings, parse_settings
 from nocturna_infra.slot import Slot
 

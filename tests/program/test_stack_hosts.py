@@ -23,11 +23,11 @@ from program_runs import (
     options_of,
     run_program,
 )
-from test_program import BLUE, GREEN, IMAGE_V3, STATE_ONLY_OPTIONS, SWITCH, changes, slot_options
+from test_stack import BLUE, GREEN, IMAGE_V3, STATE_ONLY_OPTIONS, SWITCH, changes, slot_options
 
-from nocturna_infra.program import RecordError
+from nocturna_infra.program.stack import RecordError
 
-FIXTURE = Path(__file__).parent / "fixtures" / "single_host_record.json"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "single_host_record.json"
 H2 = "h2"
 BLUE2 = f"nocturna-chart-blue@{H2}-container"
 GREEN2 = f"nocturna-chart-green@{H2}-container"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import harness
 
-from nocturna_infra.router import Router, RouterArgs
+from nocturna_infra.program.components.router import Router, RouterArgs
 
 ARGS = RouterArgs(
     switch_command="venv/bin/python -m nocturna_infra.switch --slot green",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import harness
 
-from nocturna_infra.network import ServiceNetwork, ServiceNetworkArgs
+from nocturna_infra.program.components.network import ServiceNetwork, ServiceNetworkArgs
 
 
 def test_network_has_a_fixed_name_and_is_protected() -> None:

@@ -29,13 +29,13 @@ from typing import Any, Final, NoReturn
 
 import yaml
 
-from nocturna_infra import render
 from nocturna_infra.cli import RaisingArgumentParser, UsageError
 from nocturna_infra.hosts import HostSettings
+from nocturna_infra.program import render
 from nocturna_infra.settings import ConfigError, Environment, Settings, parse_settings
 from nocturna_infra.settings import read_stack_file as _read_stack_file
 from nocturna_infra.slot import Slot
-from nocturna_infra.status_report import (
+from nocturna_infra.status.report import (
     EXIT_CODES_HELP,
     MISSING,
     UNKNOWN,
@@ -411,7 +411,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = gather(settings, opts.stack, opts.docker, opts.upstream_file)
     print(status_json(report) if opts.as_json else render_status(report), end="", flush=True)
     return assess(report).outcome
-
-
-if __name__ == "__main__":
-    sys.exit(main())

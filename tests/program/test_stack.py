@@ -30,7 +30,7 @@ from program_runs import (
 from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.sync_await import _sync_await
 
-from nocturna_infra.program import DriftError, RecordError
+from nocturna_infra.program.stack import DriftError, RecordError
 from nocturna_infra.settings import ConfigError
 from nocturna_infra.traffic.upstream import render_upstream
 
@@ -201,6 +201,16 @@ def test_unchanged_up_changes_nothing(project: Path) -> None:
     again = run_program(project, base_config(), previous=first)
 
     assert changes(first, again) == {}
+
+
+def test_no_op_up_after_a_deploy_changes_nothing_including_memory_swap(project: Path) -> None:
+    _, deploy, again = history(project, ("blue", IMAGE_V1), ("blue", IMAGE_V2), ("blue", IMAGE_V2))
+
+    assert changes(deploy, again) == {}
+    # Declared, and equal to memory: what Docker records and the provider reads back
+    # (tests/test_provider_readback.py); left out, Docker records twice the memory.
+    for name in (BLUE, GREEN):
+        assert inputs_of(again, name)["memorySwap"] == inputs_of(again, name)["memory"]
 
 
 def test_preview_of_a_new_build_keeps_the_live_slot_known_and_unchanged(project: Path) -> None:

@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 from harness import as_engine_returns
 
-from nocturna_infra import render
-from nocturna_infra.record import in_read_back_form, recorded_slot_problem
+from nocturna_infra.program import render
+from nocturna_infra.program.record import in_read_back_form, recorded_slot_problem
 from nocturna_infra.settings import parse_settings
 from nocturna_infra.slot import Slot
 

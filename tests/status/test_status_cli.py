@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from nocturna_infra import status
 from nocturna_infra.settings import Environment
 from nocturna_infra.slot import Slot
-from nocturna_infra.status import (
+from nocturna_infra.status import cli as status
+from nocturna_infra.status.cli import (
     UsageError,
     ask_nginx,
     container_facts,
@@ -33,7 +33,7 @@ from nocturna_infra.status import (
     published_ports,
     read_routing,
 )
-from nocturna_infra.status_report import ContainerFacts, SlotStatus, StatusReport, assess
+from nocturna_infra.status.report import ContainerFacts, SlotStatus, StatusReport, assess
 from nocturna_infra.traffic.upstream import UpstreamState, render_upstream, render_upstreams
 from tests import docker_host
 from tests.backends import Backend
@@ -492,7 +492,7 @@ def project(tmp_path: Path) -> Iterator[Project]:
         bluePort=blue,
         greenPort=green,
         selectionDir=str(tmp_path / "selection"),
-        verifyUrl="",  # no Nginx here; tests/test_status.py asks a real one separately
+        verifyUrl="",  # no Nginx here; tests/status/test_status_cli.py asks a real one separately
     )
     proj = Project(tmp_path, service, {"blue": blue, "green": green}, tmp_path / "up.conf", {})
     try:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from nocturna_infra.deployment import (
+from nocturna_infra.program.deployment import (
     RecordedState,
     SlotAction,
     after_switch_back,

@@ -9,7 +9,7 @@ import pytest
 
 from nocturna_infra.settings import Environment
 from nocturna_infra.slot import Slot
-from nocturna_infra.status_report import (
+from nocturna_infra.status.report import (
     Assessment,
     ContainerFacts,
     Outcome,
@@ -371,7 +371,7 @@ def test_the_example_in_docs_operations_is_real_output() -> None:
     )
     report = replace(HEALTHY, slots=(blue, green), checked_at=checked, routing=selected)
     text = render_status(report)
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
     assert f"```\n{text}```\n" in doc
 
 

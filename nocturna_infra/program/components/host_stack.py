@@ -19,8 +19,8 @@ import pulumi
 import pulumi_docker as docker
 
 from nocturna_infra.hosts import HostSettings, resource_name
-from nocturna_infra.image import ServiceImage, ServiceImageArgs
-from nocturna_infra.network import ServiceNetwork, ServiceNetworkArgs
+from nocturna_infra.program.components.image import ServiceImage, ServiceImageArgs
+from nocturna_infra.program.components.network import ServiceNetwork, ServiceNetworkArgs
 from nocturna_infra.settings import Settings
 
 

@@ -4,7 +4,7 @@ import base64
 
 import pytest
 
-from nocturna_infra.ca_certs import CaCertError, read_extra_ca_certs
+from nocturna_infra.program.ca_certs import CaCertError, read_extra_ca_certs
 
 
 def pem(payload: bytes) -> str:

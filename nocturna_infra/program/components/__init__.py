@@ -1,0 +1,1 @@
+"""Thin ComponentResources: each groups the Pulumi resources of one part of the stack."""

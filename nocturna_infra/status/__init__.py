@@ -1,0 +1,1 @@
+"""`python -m nocturna_infra.status`: its command line (`cli`) and its report (`report`)."""
