@@ -232,6 +232,9 @@ class TwoHostRehearsal:
             "probeIntervalSeconds": "1",
             "routerPython": sys.executable,
             "hosts": self.hosts_config(),
+            # The watch window is the gates rehearsal's subject; here each switch returns at
+            # once (and this Nginx writes no slots access log for it to read).
+            "watchSeconds": "0",
             **overrides,
         }
 
@@ -425,20 +428,28 @@ class TwoHostRehearsal:
 
         # 6. Host 2's engine down during a switch: its containers stop; Nginx passes over
         # them; the switch refuses, naming host 2's server; blue keeps serving on host 1.
+        problems = []
         with self.load() as figures, self.second.outage("daemon"):
+            # dockerd stops its containers within its shutdown timeout; wait until host 2's
+            # green no longer answers (the script kills a dockerd that takes over 30 s, which
+            # would leave its containers running).
+            green_h2 = f"http://{self.second.address}:{self.ports['green']}/health"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not slot_version(green_h2).startswith("unre"):
+                time.sleep(0.5)
+            if not slot_version(green_h2).startswith("unreachable"):
+                problems.append("host 2's green still answers with its engine stopped")
             up, mocks = self.up("green")
             served = served_version(self.nginx)
-        problems = []
         if not served.startswith("blue v1.0.0"):
             problems.append(f"while host 2 was down Nginx served {served}")
         self.record("6 switch, host 2 engine down", f"{self.second.address}:{self.ports['green']}",
                     up, figures, problems)  # fmt: skip
 
         # 7. Host 2 back (its containers restart: unless-stopped): the switch goes through.
-        self.wait_running()
+        problems = [] if self.wait_running() else ["host 2's slots did not come back healthy"]
         with self.load() as figures:
             up, mocks = self.up("green")
-        problems = []
         if mocks.replaced:
             problems.append(f"switch replaced {mocks.replaced}")
         if not served_version(self.nginx).startswith("green v3.0.0"):
@@ -482,7 +493,8 @@ class TwoHostRehearsal:
 
         return status.gather(settings, "production", docker_host.DOCKER, runner=runner)
 
-    def wait_running(self, timeout: float = 90) -> None:
+    def wait_running(self, timeout: float = 120) -> bool:
+        """Whether every slot on both hosts is healthy again within `timeout`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             states = self.states()
@@ -490,8 +502,9 @@ class TwoHostRehearsal:
                 s is not None and (s["State"].get("Health") or {}).get("Status") == "healthy"
                 for s in states.values()
             ):
-                return
+                return True
             time.sleep(1)
+        return False
 
     @staticmethod
     def untouched(before: Mapping[str, Any], states: Mapping[str, Any]) -> list[str]:
