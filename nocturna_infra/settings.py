@@ -21,6 +21,7 @@ from typing import Any, Final, NoReturn
 import pulumi
 import yaml
 
+from nocturna_infra.hosts import HostSettings, parse_hosts
 from nocturna_infra.provider_form import cpus_form, nano_cpus_read_back, parse_cpus
 from nocturna_infra.slot import PRODUCTION_SLOTS, Slot
 from nocturna_infra.traffic.smoke import SmokeCheck, SmokeDefinitionError, parse_checks
@@ -46,7 +47,8 @@ class ConfigKey:
     default: Any
     description: str
     secret: bool = False
-    items: str | None = None  # the item type of an array
+    items: str | None = None
+    """Element type of an `array` key (Pulumi.yaml requires `items` for arrays)."""
 
 
 CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
@@ -319,6 +321,18 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "Stack whose outputs hold the previous deployment (which image each slot runs). "
         "Empty: this stack itself, by its bare name (resolves in every backend).",
     ),
+    ConfigKey(
+        "hosts",
+        "array",
+        [],
+        "Docker hosts running the slots, one Nginx in front (docs/hosts.md): objects with "
+        "name, dockerHost (unix:///path or ssh://user@host[:port]; may be empty for the "
+        "first host: the default docker provider), sshOpts (ssh arguments), "
+        "publishAddress (IP the ports are published on; the first host defaults to "
+        "bindAddress) and nginxAddress (how Nginx reaches that host; default "
+        "publishAddress). Empty: one local host.",
+        items="object",
+    ),
 )
 
 SCHEMA_BY_NAME: Final = {key.name: key for key in CONFIG_SCHEMA}
@@ -450,6 +464,8 @@ class Settings:
     gates: GateSettings
     env_secret: bool = False
     """`env` was set with --secret: its values never go into plain inputs or outputs."""
+    hosts: tuple[HostSettings, ...] = ()
+    """The Docker hosts, first one first (never empty once parsed; see hosts.py)."""
 
     @property
     def slots(self) -> tuple[Slot, ...]:
@@ -699,6 +715,12 @@ def parse_settings(
         api_key=api_key,
         gates=_gates(read, project_dir),
         env_secret="env" in secret_keys,
+        hosts=parse_hosts(
+            raw.get("hosts"),
+            bind_address=bind_address,
+            allow_non_loopback=read.boolean("allowNonLoopbackBind"),
+            fail=lambda name, problem, value: read.fail(name, problem, value),
+        ),
     )
 
 

@@ -18,7 +18,10 @@ import http.client
 import json
 import re
 import socket
-from collections.abc import Mapping
+import subprocess
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, Final
 
 from nocturna_infra.provider_form import parse_cpus
@@ -33,6 +36,67 @@ class UnsupportedInputError(ValueError):
 
 class ApplyError(RuntimeError):
     """Applying a resource failed, as the provider's step would."""
+
+
+class SshEngine:
+    """A Docker engine reached as a docker provider reaches an ssh:// host (docker/cli
+    connhelper): `ssh [sshOpts] -l USER -p PORT HOST -- docker system dial-stdio`, with the
+    Engine API spoken over that process's stdin/stdout."""
+
+    def __init__(self, url: str, ssh_opts: Sequence[str]) -> None:
+        match = re.fullmatch(r"ssh://(?:([^@/]+)@)?([^:/]+)(?::(\d+))?", url)
+        if not match:
+            msg = f"not an ssh:// docker host: {url!r}"
+            raise ValueError(msg)
+        self.url = url
+        self.user, self.host, self.port = match.group(1), match.group(2), match.group(3)
+        self.ssh_opts = tuple(ssh_opts)
+
+    def argv(self) -> list[str]:
+        argv = ["ssh", "-F", "/dev/null", *self.ssh_opts, "-T"]
+        argv += ["-l", self.user] if self.user else []
+        argv += ["-p", self.port] if self.port else []
+        return [*argv, "--", self.host, "docker", "system", "dial-stdio"]
+
+
+_TARGET = threading.local()
+
+
+@contextmanager
+def engine_target(target: str | SshEngine) -> Iterator[None]:
+    """Within the block, on this thread, `engine()` calls without a socket go to `target`."""
+    before = getattr(_TARGET, "value", None)
+    _TARGET.value = target
+    try:
+        yield
+    finally:
+        _TARGET.value = before
+
+
+class _SshConnection(http.client.HTTPConnection):
+    def __init__(self, remote: SshEngine) -> None:
+        super().__init__("docker", timeout=120)
+        self._remote = remote
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def connect(self) -> None:
+        ours, theirs = socket.socketpair()
+        self._process = subprocess.Popen(
+            self._remote.argv(), stdin=theirs, stdout=theirs, stderr=subprocess.DEVNULL
+        )
+        theirs.close()
+        ours.settimeout(self.timeout)
+        self.sock = ours
+
+    def close(self) -> None:
+        super().close()
+        if self._process is not None:
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -52,10 +116,16 @@ def engine(
     path: str,
     body: Any = None,
     ok: tuple[int, ...] = (200,),
-    socket_path: str = DOCKER_SOCKET,
+    socket_path: str | SshEngine | None = None,
 ) -> Any:
-    """One Docker Engine API call; returns the decoded JSON (or None)."""
-    connection = _UnixConnection(socket_path)
+    """One Docker Engine API call; returns the decoded JSON (or None).
+
+    `socket_path`: a unix socket path or an `SshEngine`; None: this thread's `engine_target`,
+    else the local engine."""
+    target = socket_path or getattr(_TARGET, "value", None) or DOCKER_SOCKET
+    connection: http.client.HTTPConnection = (
+        _SshConnection(target) if isinstance(target, SshEngine) else _UnixConnection(target)
+    )
     try:
         payload = None if body is None else json.dumps(body)
         headers = {"Content-Type": "application/json"} if payload else {}
@@ -193,7 +263,7 @@ def container_create_body(inputs: Mapping[str, Any]) -> dict[str, Any]:
     return body
 
 
-def create_container(inputs: Mapping[str, Any], socket_path: str = DOCKER_SOCKET) -> str:
+def create_container(inputs: Mapping[str, Any], socket_path: str | SshEngine | None = None) -> str:
     """Create (not start) a container from declared inputs the provider's way; return its ID.
 
     After `ContainerCreate` the provider disconnects the default `bridge` network and

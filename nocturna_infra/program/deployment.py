@@ -51,6 +51,23 @@ class RecordedState:
     api_keys: Mapping[Slot, str] = field(default_factory=dict)
     secret_env: Mapping[Slot, Mapping[str, str]] = field(default_factory=dict)
     """Per slot, the variables it runs that are kept out of the plain record."""
+    hosts: Mapping[str, RecordedState] = field(default_factory=dict)
+    """The other Docker hosts' slots, by host name (the first host's are `slots`): a record
+    written before there were hosts has none, and reads as the first host's."""
+
+    def on_host(self, name: str | None) -> RecordedState:
+        """What was recorded on one host (None: the first); a host never recorded has no
+        slots, so its slots are first deployments."""
+        if name is None:
+            return self
+        other = self.hosts.get(name)
+        return RecordedState(
+            live_slot=self.live_slot,
+            slots=other.slots if other else {},
+            release=self.release,
+            api_keys=other.api_keys if other else {},
+            secret_env=other.secret_env if other else {},
+        )
 
     @staticmethod
     def from_outputs(plain: Any, secret: Any) -> RecordedState | None:
@@ -66,6 +83,19 @@ class RecordedState:
             if (slot := _slot_or_none(name)) and isinstance(args, Mapping)
         }
         secrets = secret if isinstance(secret, Mapping) else {}
+        hosts = plain.get("hosts")
+        secret_hosts = secrets.get("hosts")
+        others = {
+            str(name): RecordedState.from_outputs(
+                {**recorded, "version": STATE_VERSION, "liveSlot": plain.get("liveSlot")},
+                {
+                    **(secret_hosts.get(name) or {} if isinstance(secret_hosts, Mapping) else {}),
+                    "release": secrets.get("release"),
+                },
+            )
+            for name, recorded in (hosts.items() if isinstance(hosts, Mapping) else ())
+            if isinstance(recorded, Mapping)
+        }
         keys = secrets.get("apiKeys")
         envs = secrets.get("secretEnv")
         release = secrets.get("release")
@@ -83,6 +113,7 @@ class RecordedState:
                 for name, env in (envs.items() if isinstance(envs, Mapping) else ())
                 if (slot := _slot_or_none(name)) and isinstance(env, Mapping)
             },
+            hosts={name: state for name, state in others.items() if state is not None},
         )
 
 

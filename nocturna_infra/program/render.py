@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from nocturna_infra.provider_form import go_duration
@@ -62,6 +62,16 @@ def probe_host(bind_address: str) -> str:
 def slot_server(bind_address: str, port: int) -> str:
     """The `host:port` Nginx proxies to for a slot published on the host."""
     return f"{probe_host(bind_address)}:{port}"
+
+
+def first_host_server(settings: Settings, port: int) -> str:
+    """The server of a slot on the first host: where `hosts[0].nginxAddress` says (by
+    default the bindAddress's, exactly as the single-host program had it)."""
+    return (
+        settings.hosts[0].server(port)
+        if settings.hosts
+        else slot_server(settings.bind_address, port)
+    )
 
 
 def slot_url(bind_address: str, port: int, path: str) -> str:
@@ -174,12 +184,19 @@ def image_build_args(settings: Settings, extra_ca_certs: str) -> dict[str, str]:
     }
 
 
-def switch_argv(settings: Settings, slot: Slot, ports: Mapping[Slot, int]) -> list[str]:
+def switch_argv(
+    settings: Settings,
+    slot: Slot,
+    ports: Mapping[Slot, int],
+    more: Sequence[tuple[str, Mapping[Slot, int]]] = (),
+) -> list[str]:
     """argv of the health-gated switch that makes `slot` live; `ports` holds the host port of
     every slot, so the upstream file defines each slot's group (the first slot is the site's
-    fallback)."""
+    fallback). `more` gives every other host's (Nginx address, ports): each slot's group
+    then lists one server per host, and the target is probed on every host."""
     router = settings.router
-    server = slot_server(settings.bind_address, ports[slot])
+    server = first_host_server(settings, ports[slot])
+    servers = [server, *(f"{address}:{other[slot]}" for address, other in more)]
     argv = [
         router.python,
         "-m",
@@ -194,16 +211,19 @@ def switch_argv(settings: Settings, slot: Slot, ports: Mapping[Slot, int]) -> li
         router.selection_dir,
         "--fallback-slot",
         settings.slots[0].value,
-        "--server",
-        server,
     ]
+    for target in servers:
+        argv += ["--server", target]
     for other in settings.slots:
         if other is not slot:
             argv += [
                 "--standby",
-                f"{other.value}={slot_server(settings.bind_address, ports[other])}",
+                f"{other.value}={first_host_server(settings, ports[other])}",
             ]
-    argv += ["--health-url", f"http://{server}{settings.health.path}"]
+            for address, other_ports in more:
+                argv += ["--standby", f"{other.value}={address}:{other_ports[other]}"]
+    for target in servers:
+        argv += ["--health-url", f"http://{target}{settings.health.path}"]
     if settings.health.expected_text:
         argv += ["--health-contains", settings.health.expected_text]
     if router.smoke_path:
@@ -225,9 +245,14 @@ def switch_argv(settings: Settings, slot: Slot, ports: Mapping[Slot, int]) -> li
     return argv
 
 
-def switch_command(settings: Settings, slot: Slot, ports: Mapping[Slot, int]) -> str:
+def switch_command(
+    settings: Settings,
+    slot: Slot,
+    ports: Mapping[Slot, int],
+    more: Sequence[tuple[str, Mapping[Slot, int]]] = (),
+) -> str:
     """The switch as one shell-safe command line (the break-glass form: no release gates)."""
-    return shlex.join(switch_argv(settings, slot, ports))
+    return shlex.join(switch_argv(settings, slot, ports, more))
 
 
 def gate_argv(settings: Settings) -> list[str]:
@@ -255,10 +280,16 @@ def gate_argv(settings: Settings) -> list[str]:
     return argv
 
 
-def gated_switch_command(settings: Settings, slot: Slot, ports: Mapping[Slot, int]) -> str:
+def gated_switch_command(
+    settings: Settings,
+    slot: Slot,
+    ports: Mapping[Slot, int],
+    more: Sequence[tuple[str, Mapping[Slot, int]]] = (),
+) -> str:
     """The router's `create`: the switch with its release gates, one shell-safe line (the
-    single quotes keep `${API_KEY}` from the shell; the switch fills it in itself)."""
-    return shlex.join(switch_argv(settings, slot, ports) + gate_argv(settings))
+    single quotes keep `${API_KEY}` from the shell; the switch fills it in itself). `more`:
+    every other host's (Nginx address, ports), as for `switch_argv`."""
+    return shlex.join(switch_argv(settings, slot, ports, more) + gate_argv(settings))
 
 
 def switch_environment_names(settings: Settings) -> frozenset[str]:

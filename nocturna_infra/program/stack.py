@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -11,10 +11,12 @@ from typing import Any, Final
 import pulumi
 from pulumi.runtime.sync_await import _sync_await
 
+from nocturna_infra.hosts import HostSettings, hosts_release, resource_name
 from nocturna_infra.program import render
 from nocturna_infra.program.ca_certs import CaCertError, read_extra_ca_certs
-from nocturna_infra.program.components.image import ServiceImage, ServiceImageArgs
-from nocturna_infra.program.components.network import ServiceNetwork, ServiceNetworkArgs
+from nocturna_infra.program.components.host_stack import HostBase, declare_host_base, on_host
+from nocturna_infra.program.components.image import ServiceImage
+from nocturna_infra.program.components.network import ServiceNetwork
 from nocturna_infra.program.components.router import Router, RouterArgs
 from nocturna_infra.program.components.slot_container import SlotContainer, SlotContainerArgs
 from nocturna_infra.program.deployment import (
@@ -93,12 +95,21 @@ class RecordError(pulumi.RunError):
 def checked_previous_state(settings: Settings) -> RecordedState | None:
     """The previous run's record, refused if a slot in it is not what this program declares."""
     previous = read_previous_state(settings.state_stack)
-    for slot, recorded in (previous.slots if previous else {}).items():
+    for index, host in enumerate(settings.hosts):
+        if previous is not None:
+            _check_host_record(settings, previous.on_host(host.name if index else None), host)
+    return previous
+
+
+def _check_host_record(settings: Settings, previous: RecordedState, host: HostSettings) -> None:
+    where = f" on host {host.name}" if len(settings.hosts) > 1 else ""
+    for slot, recorded in previous.slots.items():
         if slot not in settings.slots:
             continue
-        template = render.container_args(settings, slot, "")
+        template = on_host(render.container_args(settings, slot, ""), host)
         problem = recorded_slot_problem(slot, recorded, template)
         if problem:
+            problem += where
             msg = (
                 f"stack {settings.state_stack}, output `deployment`: {problem}. Refusing to "
                 "declare a container from it. If you changed that setting on purpose, set it "
@@ -108,7 +119,6 @@ def checked_previous_state(settings: Settings) -> RecordedState | None:
                 "(`pulumi stack import`)."
             )
             raise RecordError(msg)
-    return previous
 
 
 @dataclass(frozen=True)
@@ -134,67 +144,91 @@ def main(project_dir: Path | None = None) -> None:
     if conflict:
         msg = f"{settings.router.upstream_file}: {conflict}"
         raise DriftError(msg)
-    name = settings.service_name
-
-    network = ServiceNetwork(
-        name, ServiceNetworkArgs(name=settings.network_name, environment=settings.environment)
-    )
-    image = ServiceImage(
-        name,
-        ServiceImageArgs(
-            image_name=settings.image.name,
-            context=settings.image.context,
-            dockerfile=settings.image.dockerfile,
-            platform=settings.image.platform,
-            build_args=build_args,
-        ),
-    )
+    bases = [
+        declare_host_base(settings, host, index == 0, build_args)
+        for index, host in enumerate(settings.hosts)
+    ]
     live = settings.active_slot if production else Slot.STAGING
-    release = _release(settings, image.image_id)
+    release = _release(settings, [base.image.image_id for base in bases])
     switching = is_switch(previous, active)
     if switching and previous is not None:
         release.apply(lambda current: _warn_if_pending(previous, current, live))
-    slots = _declare_slots(settings, previous, active, image.image_id, release, network)
+    per_host = [
+        _declare_slots(settings, previous, active, base.image.image_id, release, base.network, base)
+        for base in bases
+    ]
+    slots = per_host[0]
     host_ports = {slot: _host_port(declared.container_args) for slot, declared in slots.items()}
-    all_ports = pulumi.Output.all(*(host_ports[slot] for slot in settings.slots)).apply(
-        lambda ports: dict(zip(settings.slots, ports, strict=True))
+    router = _declare_router(settings, live, bases, per_host)
+    recorded_release = (
+        pulumi.Output.from_input(previous.release)
+        if switching and previous is not None and previous.release
+        else release
     )
-    router = Router(
-        name,
+    _export(
+        settings,
+        live,
+        bases[0].image,
+        slots,
+        host_ports,
+        router,
+        recorded_release,
+        _host_records(bases, per_host),
+    )
+    _export_hosts(bases, per_host)
+
+
+def _declare_router(
+    settings: Settings,
+    live: Slot,
+    bases: Sequence[HostBase],
+    per_host: Sequence[dict[Slot, DeclaredSlot]],
+) -> Router:
+    """The switch, given every slot's server on every host (the first host's as before)."""
+    slots = per_host[0]
+    all_ports = _ports_by_slot(settings, slots)
+    more = [
+        _ports_by_slot(settings, declared).apply(partial(_with_address, base.host.nginx_address))
+        for base, declared in zip(bases[1:], per_host[1:], strict=True)
+    ]
+    every = pulumi.Output.all(all_ports, *more)
+    return Router(
+        settings.service_name,
         RouterArgs(
-            switch_command=all_ports.apply(
-                lambda ports: render.gated_switch_command(settings, live, ports)
+            switch_command=every.apply(
+                lambda ports: render.gated_switch_command(settings, live, ports[0], ports[1:])
             ),
             live_slot=live.value,
             upstream_file=settings.router.upstream_file,
             upstream_name=settings.router.upstream_name,
-            live_server=host_ports[live].apply(partial(render.slot_server, settings.bind_address)),
-            standby_servers=all_ports.apply(partial(_standby_servers, settings, live)),
+            live_server=_live_servers(settings, live, _host_port(slots[live].container_args), more),
+            standby_servers=every.apply(
+                lambda ports: _standby_servers(settings, live, ports[0], ports[1:])
+            ),
             selection_dir=settings.router.selection_dir,
             live_container=slots[live].container.container_id,
             environment=_switch_environment(
                 settings, slots[live].secret_env.apply(lambda env: env["API_KEY"])
             ),
             # Only containers: in a switch or rollback, nothing it waits for waits for a build.
-            depends_on=[declared.container for declared in slots.values()],
+            depends_on=[declared.container for host in per_host for declared in host.values()],
         ),
     )
-    recorded_release = (
-        pulumi.Output.from_input(previous.release)
-        if switching and previous is not None and previous.release
-        else release
-    )
-    _export(settings, live, image, slots, host_ports, router, recorded_release)
 
 
-def _release(settings: Settings, image_id: pulumi.Output[str]) -> pulumi.Output[str]:
-    """The fingerprint of what a deploy would give the slots now (secret)."""
+def _release(settings: Settings, image_ids: list[pulumi.Output[str]]) -> pulumi.Output[str]:
+    """The fingerprint of what a deploy would give the slots now (secret); with several
+    hosts it covers every host's build (a single host's value is unchanged)."""
     templates = {slot: render.container_args(settings, slot, "") for slot in settings.slots}
-    return pulumi.Output.all(image_id, settings.api_key).apply(
-        lambda values: release_fingerprint(
-            {slot: {**args, IMAGE_KEY: values[0]} for slot, args in templates.items()},
-            values[1],
-            render.secret_env(settings),
+    names = [host.name for host in settings.hosts[1:]]
+    return pulumi.Output.all(settings.api_key, *image_ids).apply(
+        lambda values: hosts_release(
+            release_fingerprint(
+                {slot: {**args, IMAGE_KEY: values[1]} for slot, args in templates.items()},
+                values[0],
+                render.secret_env(settings),
+            ),
+            dict(zip(names, values[2:], strict=True)),
         )
     )
 
@@ -206,6 +240,7 @@ def _declare_slots(
     image_id: pulumi.Output[str],
     release: pulumi.Output[str],
     network: ServiceNetwork,
+    base: HostBase,
 ) -> dict[Slot, DeclaredSlot]:
     """One container per slot, from its record or the release as `plan_actions` decides.
 
@@ -216,6 +251,8 @@ def _declare_slots(
         lambda key: {"API_KEY": key, **render.secret_env(settings)}
     )
     declared: dict[Slot, DeclaredSlot] = {}
+    if previous is not None:
+        previous = previous.on_host(None if base.first else base.host.name)
     for slot, action in plan_actions(previous, settings.slots, active).items():
         recorded = in_read_back_form(previous.slots.get(slot, {})) if previous else {}
         recorded_key = previous.api_keys.get(slot) if previous else None
@@ -225,17 +262,20 @@ def _declare_slots(
             else None
         )
         takes = pulumi.Output.unsecret(release.apply(partial(takes_release, action, previous)))
-        new = {**render.container_args(settings, slot, ""), IMAGE_KEY: image_id}
+        new = {**on_host(render.container_args(settings, slot, ""), base.host), IMAGE_KEY: image_id}
         kwargs = _choose_arguments(action, takes, new, recorded)
         secret_env = _choose_secret_env(action, takes, current_secrets, recorded_secrets)
         container = SlotContainer(
-            render.container_name(settings.service_name, slot),
+            resource_name(
+                render.container_name(settings.service_name, slot), base.host, base.first
+            ),
             SlotContainerArgs(
                 container_args=kwargs,
                 secret_env=secret_env,
                 protect=is_protected(action, slot, active),
                 depends_on=[network],
             ),
+            opts=base.opts,
         )
         declared[slot] = DeclaredSlot(container, kwargs, secret_env)
     return declared
@@ -249,6 +289,7 @@ def _export(
     host_ports: dict[Slot, pulumi.Output[int]],
     router: Router,
     release: pulumi.Output[str],
+    host_records: tuple[dict[str, Any], dict[str, Any]] = ({}, {}),
 ) -> None:
     pulumi.export("environment", settings.environment.value)
     pulumi.export("liveSlot", live.value)
@@ -276,6 +317,7 @@ def _export(
             "version": STATE_VERSION,
             "liveSlot": live.value,
             "slots": {slot.value: declared.container_args for slot, declared in slots.items()},
+            **({"hosts": host_records[0]} if host_records[0] else {}),
         },
     )
     pulumi.export(
@@ -293,6 +335,7 @@ def _export(
                     )
                     for slot, declared in slots.items()
                 },
+                **({"hosts": host_records[1]} if host_records[1] else {}),
             }
         ),
     )
@@ -319,13 +362,106 @@ def _switch_environment(
     return pulumi.Output.secret(environment)
 
 
-def _standby_servers(settings: Settings, live: Slot, ports: Mapping[Slot, int]) -> str:
-    """`slot=server` of every other slot: their groups are in the upstream file too."""
-    return " ".join(
-        f"{slot.value}={render.slot_server(settings.bind_address, port)}"
-        for slot, port in ports.items()
-        if slot is not live
+def _host_records(
+    bases: Sequence[HostBase], per_host: Sequence[dict[Slot, DeclaredSlot]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every other host's slots for `deployment.hosts` and `deploymentSecrets.hosts`; the
+    first host's stay where the single-host record keeps them, so old records still read."""
+    plain: dict[str, Any] = {}
+    secret: dict[str, Any] = {}
+    for base, slots in zip(bases[1:], per_host[1:], strict=True):
+        plain[base.host.name] = {
+            "slots": {slot.value: declared.container_args for slot, declared in slots.items()}
+        }
+        secret[base.host.name] = _secret_record(slots)
+    return plain, secret
+
+
+def _secret_record(slots: Mapping[Slot, DeclaredSlot]) -> dict[str, Any]:
+    return {
+        "apiKeys": {
+            slot.value: declared.secret_env.apply(lambda env: env["API_KEY"])
+            for slot, declared in slots.items()
+        },
+        "secretEnv": {
+            slot.value: declared.secret_env.apply(
+                lambda env: {k: v for k, v in env.items() if k != "API_KEY"}
+            )
+            for slot, declared in slots.items()
+        },
+    }
+
+
+def _export_hosts(bases: Sequence[HostBase], per_host: Sequence[dict[Slot, DeclaredSlot]]) -> None:
+    """With several hosts, where each host's slots are (the `slots` output is the first's)."""
+    if len(bases) < 2:
+        return
+    pulumi.export(
+        "hosts",
+        {
+            base.host.name: {
+                "dockerHost": base.host.docker_host or "(default provider)",
+                "slots": {
+                    slot.value: {
+                        "image": declared.container.image,
+                        "server": _host_port(declared.container_args).apply(base.host.server),
+                    }
+                    for slot, declared in slots.items()
+                },
+            }
+            for base, slots in zip(bases, per_host, strict=True)
+        },
     )
+
+
+def _standby_servers(
+    settings: Settings,
+    live: Slot,
+    ports: Mapping[Slot, int],
+    more: Sequence[tuple[str, Mapping[Slot, int]]] = (),
+) -> str:
+    """`slot=server` of every other slot on every host: their groups are in the upstream
+    file too (one host: exactly the single-host value)."""
+    return " ".join(
+        f"{slot.value}={server}"
+        for slot in ports
+        if slot is not live
+        for server in [
+            render.first_host_server(settings, ports[slot]),
+            *(f"{address}:{other[slot]}" for address, other in more),
+        ]
+    )
+
+
+def _live_servers(
+    settings: Settings,
+    live: Slot,
+    port: pulumi.Output[int],
+    more: Sequence[pulumi.Output[tuple[str, dict[Slot, int]]]],
+) -> pulumi.Output[str]:
+    """The live slot's servers, space-separated (one host: the single-host value), so adding
+    or removing a host re-runs the router, which rewrites the upstream file once."""
+    return pulumi.Output.all(port, *more).apply(
+        lambda values: " ".join(
+            [
+                render.first_host_server(settings, values[0]),
+                *(f"{address}:{ports[live]}" for address, ports in values[1:]),
+            ]
+        )
+    )
+
+
+def _ports_by_slot(
+    settings: Settings, slots: Mapping[Slot, DeclaredSlot]
+) -> pulumi.Output[dict[Slot, int]]:
+    """Every slot's host port on one host."""
+    return pulumi.Output.all(
+        *(_host_port(slots[slot].container_args) for slot in settings.slots)
+    ).apply(lambda ports: dict(zip(settings.slots, ports, strict=True)))
+
+
+def _with_address(address: str, ports: dict[Slot, int]) -> tuple[str, dict[Slot, int]]:
+    return (address, ports)
 
 
 def _host_port(container_args: dict[str, pulumi.Input[Any]]) -> pulumi.Output[int]:

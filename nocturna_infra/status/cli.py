@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any, Final, NoReturn
 import yaml
 
 from nocturna_infra.cli import RaisingArgumentParser, UsageError
+from nocturna_infra.hosts import HostSettings
 from nocturna_infra.program import render
 from nocturna_infra.settings import ConfigError, Environment, Settings, parse_settings
 from nocturna_infra.settings import read_stack_file as _read_stack_file
@@ -61,6 +63,7 @@ from nocturna_infra.traffic.upstream import (
 
 DEFAULT_DOCKER: Final = "/usr/bin/docker"
 DOCKER_TIMEOUT_SECONDS: Final = 30.0
+"""Per docker command; a host gone dark (ssh hanging) is reported as unreachable after it."""
 STACK_RE: Final = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -316,30 +319,15 @@ def gather(
     nginx: Callable[[str], tuple[str | None, str]] = ask_nginx,
 ) -> StatusReport:
     """Every fact the report needs; never stops early."""
-    names = {slot: render.container_name(settings.service_name, slot) for slot in settings.slots}
-    containers, container_problem = inspect_all(docker, "container", list(names.values()), runner)
-    by_name = {str(c.get("Name", "")).lstrip("/"): c for c in containers}
-    image_ids = sorted({str(c.get("Image")) for c in containers if c.get("Image")})
-    images, image_problem = inspect_all(docker, "image", image_ids, runner)
-    by_id = {str(i.get("Id")): i for i in images}
-    docker_problem = container_problem or image_problem
-    slots = []
-    for slot, name in names.items():
-        if container_problem and name not in by_name:
-            facts = ContainerFacts(name=name, state=UNKNOWN)
-        else:
-            container = by_name.get(name)
-            image = by_id.get(str(container.get("Image"))) if container else None
-            facts = container_facts(name, container, image)
-        port = settings.slot_ports[slot]
-        slots.append(
-            SlotStatus(
-                slot=slot,
-                port=port,
-                server=render.slot_server(settings.bind_address, port),
-                container=facts,
-            )
+    hosts = settings.hosts or (HostSettings("local", "", (), settings.bind_address, ""),)
+    multi = len(hosts) > 1
+    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+        gathered = list(
+            pool.map(lambda host: _gather_host(settings, host, docker, runner, multi), hosts)
         )
+    slots = [status for host_slots, _ in gathered for status in host_slots]
+    problems = [(host.name, problem) for host, (_, problem) in zip(hosts, gathered, strict=True)]
+    docker_problem = "" if multi else problems[0][1]
     live = settings.active_slot if settings.environment is Environment.PRODUCTION else Slot.STAGING
     return StatusReport(
         stack=stack,
@@ -360,7 +348,51 @@ def gather(
         watch=gates.read_record(
             gates.record_path(Path(upstream_file or settings.router.upstream_file))
         ),
+        host_problems=tuple((name, problem) for name, problem in problems if multi and problem),
     )
+
+
+def _gather_host(
+    settings: Settings, host: HostSettings, docker: str, runner: Runner, multi: bool
+) -> tuple[list[SlotStatus], str]:
+    """One host's slots (`docker -H <dockerHost>` for a host that has one) and the problem
+    asking its Docker, if any. A host that does not answer costs at most the timeout."""
+    if host.docker_host:
+        base = runner
+
+        def runner(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+            return base([argv[0], "-H", host.docker_host, *argv[1:]])
+
+    names = {slot: render.container_name(settings.service_name, slot) for slot in settings.slots}
+    containers, container_problem = inspect_all(docker, "container", list(names.values()), runner)
+    by_name = {str(c.get("Name", "")).lstrip("/"): c for c in containers}
+    image_ids = sorted({str(c.get("Image")) for c in containers if c.get("Image")})
+    images, image_problem = inspect_all(docker, "image", image_ids, runner)
+    by_id = {str(i.get("Id")): i for i in images}
+    slots = []
+    for slot, name in names.items():
+        if container_problem and name not in by_name:
+            facts = ContainerFacts(name=name, state=UNKNOWN)
+        else:
+            container = by_name.get(name)
+            image = by_id.get(str(container.get("Image"))) if container else None
+            facts = container_facts(name, container, image)
+        port = settings.slot_ports[slot]
+        server = (
+            host.server(port)
+            if host.nginx_address
+            else render.slot_server(settings.bind_address, port)
+        )
+        slots.append(
+            SlotStatus(
+                slot=slot,
+                port=port,
+                server=server,
+                container=facts,
+                host=host.name if multi else "",
+            )
+        )
+    return slots, container_problem or image_problem
 
 
 def _with_answer(routing: Routing, answered: str | None, problem: str) -> Routing:

@@ -72,6 +72,13 @@ class SlotStatus:
     server: str
     """The `host:port` an upstream file names for this slot (render.slot_server)."""
     container: ContainerFacts
+    host: str = ""
+    """The Docker host (`hosts[].name`) when the stack has several; empty with one."""
+
+    @property
+    def label(self) -> str:
+        """How problem lines name the slot: `blue`, or `blue on h2` with several hosts."""
+        return f"{self.slot} on {self.host}" if self.host else str(self.slot)
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,8 @@ class StatusReport:
     docker_problem: str = ""
     watch: Mapping[str, Any] | None = None
     """The last watch window's record (`gates.record_path`), if there is one."""
+    host_problems: tuple[tuple[str, str], ...] = ()
+    """(host name, why its Docker could not be asked), with several hosts."""
 
 
 @dataclass(frozen=True)
@@ -176,23 +185,27 @@ def _degraded(report: StatusReport) -> list[str]:
     problems = []
     if report.docker_problem:
         problems.append(f"docker: {report.docker_problem}")
+    problems += [
+        f"host {name} unreachable: {problem}; its slots' state is unknown"
+        for name, problem in report.host_problems
+    ]
     for status in report.slots:
         facts = status.container
         if facts.state == UNKNOWN:
             continue
         if facts.state == MISSING:
-            problems.append(f"{status.slot}: container {facts.name} is missing")
+            problems.append(f"{status.label}: container {facts.name} is missing")
             continue
         if facts.state != "running":
-            problems.append(f"{status.slot}: {facts.name} is {facts.state}, not running")
+            problems.append(f"{status.label}: {facts.name} is {facts.state}, not running")
         elif facts.health != "healthy":
             what = "has no health check" if facts.health == "none" else f"is {facts.health}"
-            problems.append(f"{status.slot}: {facts.name} {what}")
+            problems.append(f"{status.label}: {facts.name} {what}")
         ports = [binding.rpartition(":")[2] for binding in facts.published]
         if str(status.port) not in ports:
             where = ", ".join(facts.published) or "no port"
             problems.append(
-                f"{status.slot}: {facts.name} publishes {where}, not the configured {status.port}"
+                f"{status.label}: {facts.name} publishes {where}, not the configured {status.port}"
             )
     return problems
 
@@ -294,8 +307,10 @@ def _stamp(moment: datetime) -> str:
 def render_status(report: StatusReport) -> str:
     """The human report: where traffic goes, one row per slot, then the verdict."""
     routed = set(routed_to(report))
+    multi = any(status.host for status in report.slots)
     rows = [
         (
+            *((status.host,) if multi else ()),
             status.slot.value,
             status.container.name,
             status.container.state,
@@ -320,7 +335,7 @@ def render_status(report: StatusReport) -> str:
         config,
         *([watch_line(report.watch)] if report.watch else []),
         "",
-        *table(TABLE_HEADER, rows),
+        *table((("HOST",) if multi else ()) + TABLE_HEADER, rows),
         "",
         f"Result: {_outcome_word(verdict.outcome)} (exit {int(verdict.outcome)})",
         *(f"  - {line}" for line in verdict.problems),
@@ -379,6 +394,7 @@ def status_data(report: StatusReport) -> dict[str, Any]:
         },
         "slots": [
             {
+                **({"host": status.host} if status.host else {}),
                 "slot": status.slot.value,
                 "container": status.container.name,
                 "state": status.container.state,
@@ -398,6 +414,11 @@ def status_data(report: StatusReport) -> dict[str, Any]:
         ],
         "dockerProblem": report.docker_problem or None,
         "lastWatch": dict(report.watch) if report.watch else None,
+        **(
+            {"unreachableHosts": {name: problem for name, problem in report.host_problems}}
+            if report.host_problems
+            else {}
+        ),
         "outcome": verdict.outcome.name.lower(),
         "exitCode": int(verdict.outcome),
         "problems": list(verdict.problems),

@@ -38,7 +38,13 @@ from urllib.parse import urlsplit, urlunsplit
 from nocturna_infra.cli import RaisingArgumentParser, UsageError
 from nocturna_infra.traffic import gates, safe_files
 from nocturna_infra.traffic.gates import WatchOptions
-from nocturna_infra.traffic.probe import Check, CheckResult, run_check, verify_routed
+from nocturna_infra.traffic.probe import (
+    Check,
+    CheckResult,
+    run_check,
+    upstream_addresses,
+    verify_routed,
+)
 from nocturna_infra.traffic.safe_files import UnsafeFileError
 from nocturna_infra.traffic.selection import (
     describe,
@@ -647,11 +653,37 @@ def verify_through_nginx(opts: SwitchOptions, progress: Progress) -> str | None:
         result = verify_routed(opts.verify, opts.timeout, opts.servers)
         progress.step(f"verify {opts.verify.url}: {result.detail}")
         if result.ok:
+            if len(opts.servers) > 1 and result.upstream is not None:
+                _see_every_server(opts, progress, {result.upstream})
             return None
         detail = result.detail
         if attempt < opts.verify_attempts:
             time.sleep(backoff(attempt, 0.5, first=0.05))
     return f"{opts.verify.url} {detail}"
+
+
+def _see_every_server(opts: SwitchOptions, progress: Progress, seen: set[str]) -> None:
+    """With a server per host: ask again until every one has answered through Nginx (its
+    round robin), and say which did not. A note, not a failure: each was probed directly."""
+    if opts.verify is None:
+        return
+    expected = {server: upstream_addresses([server]) for server in opts.servers}
+    for attempt in range(1, 2 * opts.verify_attempts + 1):
+        missing = [server for server, addresses in expected.items() if not addresses & seen]
+        if not missing:
+            progress.step(
+                f"verify: every server answered through Nginx ({', '.join(opts.servers)})"
+            )
+            return
+        # Spaced out: right after a reload, the old workers may still take new connections.
+        time.sleep(backoff(attempt, 0.25, first=0.02))
+        result = verify_routed(opts.verify, opts.timeout, opts.servers)
+        if result.upstream is not None:
+            seen.add(result.upstream)
+    progress.step(
+        f"verify: NOT SEEN answering through Nginx: {', '.join(missing)} (probed healthy "
+        "directly; Nginx passes over a server that fails)"
+    )
 
 
 def _describe_groups(slot_servers: Mapping[str, Sequence[str]]) -> str:
