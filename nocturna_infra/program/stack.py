@@ -325,16 +325,7 @@ def _export(
         pulumi.Output.secret(
             {
                 "release": release,
-                "apiKeys": {
-                    slot.value: declared.secret_env.apply(lambda env: env["API_KEY"])
-                    for slot, declared in slots.items()
-                },
-                "secretEnv": {
-                    slot.value: declared.secret_env.apply(
-                        lambda env: {k: v for k, v in env.items() if k != "API_KEY"}
-                    )
-                    for slot, declared in slots.items()
-                },
+                **_secret_record(slots),
                 **({"hosts": host_records[1]} if host_records[1] else {}),
             }
         ),

@@ -43,20 +43,6 @@ API_KEY = "gate-test-key-5d1e"
 
 
 @pytest.fixture
-def blue() -> Iterator[Backend]:
-    backend = Backend("blue").start()
-    yield backend
-    backend.stop()
-
-
-@pytest.fixture
-def green() -> Iterator[Backend]:
-    backend = Backend("green").start()
-    yield backend
-    backend.stop()
-
-
-@pytest.fixture
 def nginx(blue: Backend, green: Backend) -> Iterator[NginxInstance]:
     prefix = Path(tempfile.mkdtemp(prefix="nocturna-gates-"))
     instance = NginxInstance(prefix, blue.port, green.port)

@@ -40,20 +40,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def blue() -> Iterator[Backend]:
-    backend = Backend("blue").start()
-    yield backend
-    backend.stop()
-
-
-@pytest.fixture
-def green() -> Iterator[Backend]:
-    backend = Backend("green").start()
-    yield backend
-    backend.stop()
-
-
-@pytest.fixture
 def prefix() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="nocturna-nginx-"))
     yield path

@@ -18,8 +18,6 @@ from tests.traffic.test_switch import (  # noqa: F401 (fixtures)
     BLUE_SELECTED,
     GREEN_SELECTED,
     NOW,
-    blue,
-    green,
     nginx,
     prefix,
     selection,
