@@ -227,7 +227,8 @@ def switch_argv(
     if settings.health.expected_text:
         argv += ["--health-contains", settings.health.expected_text]
     if router.smoke_path:
-        argv += ["--smoke-url", f"http://{server}{router.smoke_path}"]
+        for target in servers:
+            argv += ["--smoke-url", f"http://{target}{router.smoke_path}"]
     if router.verify_url:
         argv += ["--verify-url", router.verify_url]
     argv += [

@@ -8,7 +8,7 @@ upstream file and the selection files the switch owns, asks Nginx's loopback ver
 server which server it answers from, and `docker inspect` of every slot container, then prints a
 table (or JSON) and exits 0, 1 (drift), 3 (degraded) or 2 (usage). It never stops at the first
 problem: every slot is reported. Gathering is here; judging and rendering are the pure
-functions in `status_report`.
+functions in `status.report`.
 """
 
 from __future__ import annotations

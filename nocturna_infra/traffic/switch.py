@@ -182,7 +182,8 @@ class SwitchOptions:
     standby: Mapping[str, tuple[str, ...]]
     fallback_slot: str
     health: tuple[Check, ...]
-    smoke: Check | None
+    smoke: tuple[Check, ...]
+    """One smoke request per server of the target (`--smoke-url`, repeatable)."""
     verify: Check | None
     verify_attempts: int
     nginx_test: tuple[str, ...]
@@ -305,8 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The CLI; every value stays a string here and is validated in `parse_options`."""
     parser = RaisingArgumentParser(
         prog="python -m nocturna_infra.switch",
-        description="Switch the Nginx upstream to a healthy slot, with test, reload, verify "
-        "and restore on failure. Never prompts.",
+        description="Route Nginx to a healthy slot: probe (and smoke-check) every server of "
+        "the target, flip the selection file (rewrite, test and reload the upstream file only "
+        "when servers change), verify through Nginx, restore on failure, then watch. Never "
+        "prompts.",
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -356,7 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--health-contains", help="text every health response body must contain")
     add(
-        "--smoke-url", metavar="URL", help="optional smoke request proving the service really works"
+        "--smoke-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="optional smoke request proving the service really works (repeatable: one per server)",
     )
     add("--smoke-method", default="GET")
     add("--smoke-body", help="request body (sent as application/json)")
@@ -437,20 +444,25 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str] = os.environ) 
         Check(parse_url(url, "--health-url"), contains=ns.health_contains, host_header=host)
         for url in ns.health_url
     )
-    smoke = None
-    if ns.smoke_url is not None:
+    smoke: tuple[Check, ...] = ()
+    if ns.smoke_url:
         if not METHOD_RE.fullmatch(ns.smoke_method):
             _usage(
                 "--smoke-method", "an upper-case HTTP method such as GET or POST", ns.smoke_method
             )
-        smoke = Check(
-            parse_url(ns.smoke_url, "--smoke-url"),
-            method=ns.smoke_method,
-            body=ns.smoke_body,
-            status=parse_int(ns.smoke_status, "--smoke-status", 100, 599),
-            content_type=ns.smoke_content_type,
-            host_header=host,
-            bearer_token=_bearer_token(ns.smoke_auth_env, environ),
+        status = parse_int(ns.smoke_status, "--smoke-status", 100, 599)
+        token = _bearer_token(ns.smoke_auth_env, environ)
+        smoke = tuple(
+            Check(
+                parse_url(url, "--smoke-url"),
+                method=ns.smoke_method,
+                body=ns.smoke_body,
+                status=status,
+                content_type=ns.smoke_content_type,
+                host_header=host,
+                bearer_token=token,
+            )
+            for url in ns.smoke_url
         )
     elif any(v is not None for v in (ns.smoke_body, ns.smoke_content_type, ns.smoke_auth_env)):
         msg = "--smoke-body/--smoke-content-type/--smoke-auth-env: given without --smoke-url"
@@ -583,7 +595,7 @@ def _first_failure(
 
 def probe_target(opts: SwitchOptions, progress: Progress) -> None:
     """Every health URL and the smoke check must pass in one attempt; bounded retries."""
-    checks = (*opts.health, *((opts.smoke,) if opts.smoke else ()))
+    checks = (*opts.health, *opts.smoke)
     attempt = 0
     while True:
         attempt += 1
@@ -1107,7 +1119,7 @@ def switch_back(
         servers=servers,
         standby=standby,
         health=health,
-        smoke=None,
+        smoke=(),
         smoke_checks=(),
         watch=None,
         lock_wait=max(opts.lock_wait, 30.0),

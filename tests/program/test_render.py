@@ -186,6 +186,16 @@ def test_switch_command_adds_smoke_and_verification_when_configured(project: Pat
     ]  # fmt: skip
 
 
+def test_smoke_path_is_requested_from_the_target_on_every_host(project: Path) -> None:
+    settings = settings_for(project, smokePath="/api/v1/ping")
+    more = [("10.0.0.2", {Slot.BLUE: 3114, Slot.GREEN: 3112})]
+
+    argv = render.switch_argv(settings, Slot.GREEN, PORTS, more)
+
+    smoke = [argv[i + 1] for i, flag in enumerate(argv) if flag == "--smoke-url"]
+    assert smoke == ["http://127.0.0.1:3012/api/v1/ping", "http://10.0.0.2:3112/api/v1/ping"]
+
+
 def test_switch_command_can_skip_text_check_and_verification(project: Path) -> None:
     settings = settings_for(project, environment="staging", healthContains="", verifyUrl="")
 

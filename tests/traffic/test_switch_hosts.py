@@ -76,3 +76,23 @@ def test_one_unhealthy_host_refuses_the_switch_naming_that_host(
     )
     assert state(nginx) == before
     assert selection(nginx) == BLUE_SELECTED
+
+
+def test_a_smoke_url_failing_on_one_host_refuses_the_switch_naming_that_host(
+    nginx, blue, green, green_h2, capsys
+) -> None:
+    green_h2.render_status = 500
+    before = state(nginx)
+    argv = [
+        *two_host_argv(nginx, green, green_h2),
+        "--smoke-url", green_h2.url("/render"), "--smoke-url", green.url("/render"),
+        "--smoke-method", "POST", "--attempts", "2", "--interval", "0.1",
+    ]  # fmt: skip
+
+    code = main(argv, now=lambda: NOW)
+
+    err = capsys.readouterr().err
+    assert code == ExitCode.UNHEALTHY
+    assert green_h2.url("/render") in err
+    assert state(nginx) == before
+    assert selection(nginx) == BLUE_SELECTED
