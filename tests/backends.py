@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.ports import free_port
+
 PNG_BYTES = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 
 
@@ -62,7 +64,7 @@ class Backend:
         class Handler(_Handler):
             owner = backend
 
-        server = _Server(("127.0.0.1", port), Handler, bind_and_activate=False)
+        server = _Server(("127.0.0.1", port or free_port()), Handler, bind_and_activate=False)
         server.daemon_threads = True
         server.request_queue_size = 256
         server.allow_reuse_address = True

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -187,14 +186,6 @@ def build(
 def remove_image(result: BuildResult) -> None:
     """Remove the tag `build` gave; the image goes with it unless something else uses it."""
     docker("image", "rm", result.tag, check=False)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def run(

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import requests
 
 from nocturna_infra.traffic.upstream import render_upstreams
+from tests.ports import free_port
 
 if TYPE_CHECKING:
     from tests.backends import Backend
@@ -37,12 +38,6 @@ DEFAULT_UPSTREAM_FILE = "/etc/nginx/upstreams/nocturna-img-production.conf"
 DEFAULT_SELECTION_DIR = "/var/lib/nocturna/switch"
 WORKER_GROUP = "nogroup"
 """Group of this Nginx's workers (compiled-in default user nobody); www-data on Debian hosts."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _substitute(text: str, old: str, new: str, times: int = 1) -> str:

@@ -66,7 +66,8 @@ from tests.engine_api import (
 )
 from tests.harness import MockedRun, stack_reference_state, unsecret
 from tests.load import SlowClients, WrkLoad
-from tests.nginx_instance import STAGING, NginxInstance, free_port
+from tests.nginx_instance import STAGING, NginxInstance
+from tests.ports import free_port
 
 REPO: Final = Path(__file__).resolve().parent.parent
 HEALTH_POLL_SECONDS: Final = 0.5

@@ -21,9 +21,7 @@ Run it: `venv/bin/python -m tests.rehearsal_hosts` (prints the per-step table).
 from __future__ import annotations
 
 import json
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +43,7 @@ from tests import docker_host, harness
 from tests.engine_api import ApplyError, SshEngine, engine, engine_target
 from tests.load import SlowClients, WrkLoad
 from tests.nginx_instance import NginxInstance
+from tests.ports import distinct_free_ports
 from tests.rehearsal import (
     REPO,
     ApplyingMocks,
@@ -145,21 +144,6 @@ def pulumi_up(
     return UpResult(run, mocks, None, time.monotonic() - started), mocks
 
 
-def free_port_on_both(second: SecondHost) -> int:
-    """A port free on 127.0.0.1 and on host 2's address, below 32768."""
-    for _ in range(200):
-        port = random.randrange(20000, 32000)
-        try:
-            for address in ("127.0.0.1", second.address):
-                with socket.socket() as probe:
-                    probe.bind((address, port))
-        except OSError:
-            continue
-        return port
-    msg = "no port free on both hosts"
-    raise RuntimeError(msg)
-
-
 class TwoHostRehearsal:
     """The blue/green cycle on two hosts; every step checked on both."""
 
@@ -174,7 +158,8 @@ class TwoHostRehearsal:
             shutil.copy(Path(__file__).parent / "fixtures" / name, self.service / name)
         self.tag = uuid.uuid4().hex[:6]
         self.prefix = f"nocturna-mh-{self.tag}"
-        self.ports = {"blue": free_port_on_both(second), "green": free_port_on_both(second)}
+        blue, green = distinct_free_ports(2, "127.0.0.1", second.address)
+        self.ports = {"blue": blue, "green": green}
         self.nginx_root = Path(tempfile.mkdtemp(prefix="nocturna-mh-nginx-"))
         self.nginx_root.chmod(0o755)
         self.nginx = NginxInstance(
@@ -216,11 +201,14 @@ class TwoHostRehearsal:
             "bluePort": str(self.ports["blue"]),
             "greenPort": str(self.ports["green"]),
             "healthIntervalSeconds": "2",
-            "healthTimeoutSeconds": "1",
-            # Roomier than the single-host rehearsal: host 2's health is polled over SSH and
-            # its engine may have just started (wait: 8 s + 2 s x 6 = 20 s).
+            # Roomier than the single-host rehearsal: host 2's health is polled over SSH, its
+            # engine may have just started, and on a busy 2-core machine (load 8) each check's
+            # `node` took over 1 s to start, so no slot became healthy in 20 s. No step here
+            # expects an unhealthy slot, and a healthy one is reported as soon as it answers,
+            # so the room costs nothing when all is well (wait: 30 s + 2 s x 6 = 42 s).
+            "healthTimeoutSeconds": "5",
             "healthRetries": "5",
-            "healthStartPeriodSeconds": "8",
+            "healthStartPeriodSeconds": "30",
             "stopTimeoutSeconds": "35",
             "upstreamFile": str(nginx.upstream_file),
             "upstreamName": nginx.site.upstream_name,

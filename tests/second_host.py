@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -43,6 +42,7 @@ from tests.docker_host import (
     ensure_base_image,
     ensure_engine,
 )
+from tests.ports import free_port
 
 SCRIPT: Final = REPO_ROOT / "scripts" / "second-docker-host.sh"
 HTTP_PORT: Final = 8080
@@ -83,14 +83,6 @@ def unavailable_reason() -> str | None:
     if missing:
         return f"{' and '.join(missing)} not installed (apt-get install docker.io openssh-server)"
     return None
-
-
-def free_port(address: str) -> int:
-    """A TCP port on `address` that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from nocturna_infra.slot import Slot
 from tests import docker_host
 from tests.declared_containers import start_declared
 from tests.engine_api import engine
+from tests.ports import free_port
 
 pytestmark = pytest.mark.docker
 
@@ -41,9 +42,9 @@ CHROMIUM = (
 def settings() -> Settings:
     raw = {
         "serviceName": f"nocturna-hardening-{uuid.uuid4().hex[:6]}",
-        "bluePort": str(docker_host.free_port()),
-        "greenPort": str(docker_host.free_port()),
-        "stagingPort": str(docker_host.free_port()),
+        "bluePort": str(free_port()),
+        "greenPort": str(free_port()),
+        "stagingPort": str(free_port()),
     }
     return parse_settings(raw, api_key="k", project_dir=None)
 

@@ -16,6 +16,7 @@ import pytest
 
 from tests import docker_host
 from tests.docker_host import BuildResult
+from tests.ports import free_port
 
 pytestmark = pytest.mark.docker
 
@@ -61,7 +62,7 @@ def rebuild(image: BuildResult) -> Iterator[Callable[[Path], BuildResult]]:
 
 @pytest.fixture(scope="module")
 def service(image: BuildResult) -> Iterator[tuple[str, int]]:
-    port = docker_host.free_port()
+    port = free_port()
     container = docker_host.run(
         image.image_id,
         [*docker_host.HARDENED_RUN_OPTIONS, *FAST_HEALTH],
@@ -133,7 +134,7 @@ def test_release_marked_unhealthy_fails_the_image_healthcheck(rebuild, tmp_path)
         'module.exports = { version: "3.0.0", healthy: false };\n'
     )
     broken = rebuild(context)
-    port = docker_host.free_port()
+    port = free_port()
     container = docker_host.run(
         broken.image_id,
         [*docker_host.HARDENED_RUN_OPTIONS, *FAST_HEALTH, "--health-retries", "2"],
@@ -187,7 +188,7 @@ def test_release_whose_renders_fail_still_answers_health_200(rebuild, tmp_path):
         'module.exports = { version: "4.0.0", healthy: true, renderOk: false };\n'
     )
     broken = rebuild(context)
-    port = docker_host.free_port()
+    port = free_port()
     container = docker_host.run(
         broken.image_id,
         [*docker_host.HARDENED_RUN_OPTIONS, *FAST_HEALTH],
@@ -228,7 +229,7 @@ def test_only_the_tmpfs_paths_are_writable(service):
 
 
 def test_stop_drains_an_in_flight_request_and_exits_zero(image):
-    port = docker_host.free_port()
+    port = free_port()
     container = docker_host.run(
         image.image_id, docker_host.HARDENED_RUN_OPTIONS, publish=(port, docker_host.SERVICE_PORT)
     )

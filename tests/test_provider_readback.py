@@ -31,6 +31,7 @@ from nocturna_infra.slot import Slot
 from tests import docker_host
 from tests.declared_containers import registered_inputs, start_declared
 from tests.engine_api import container_create_body, engine
+from tests.ports import free_port
 from tests.provider_readback import (
     NOT_READ_BACK,
     READ_FIELDS,
@@ -106,9 +107,9 @@ def containers() -> Iterator[list[str]]:
 
 
 def unique_ports(**overrides: str) -> dict[str, str]:
-    blue, green, staging = (str(docker_host.free_port()) for _ in range(3))
+    blue, green, staging = (str(free_port()) for _ in range(3))
     while len({blue, green, staging}) < 3:  # pragma: no cover - free ports rarely repeat
-        blue, green, staging = (str(docker_host.free_port()) for _ in range(3))
+        blue, green, staging = (str(free_port()) for _ in range(3))
     return {"bluePort": blue, "greenPort": green, "stagingPort": staging, **overrides}
 
 

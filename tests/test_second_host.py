@@ -24,6 +24,7 @@ import pytest
 from nocturna_infra.traffic.upstream import render_upstreams
 from tests.docker_host import BASE_IMAGE, TEST_LABEL, docker
 from tests.nginx_instance import UPSTREAM_NAME, NginxInstance
+from tests.ports import free_port
 from tests.second_host import SecondHost, get, host_processes, script, status, wait_http
 
 pytestmark = [pytest.mark.docker]
@@ -43,7 +44,7 @@ def network(second_host: SecondHost) -> Iterator[str]:
 @pytest.fixture
 def first_host_http() -> Iterator[tuple[str, int]]:
     """The same tiny HTTP server on the first host, published on 127.0.0.1; (id, port)."""
-    port = _free_port("127.0.0.1")
+    port = free_port()
     js = (
         'require("http").createServer((q, r) => { r.setHeader("X-Slot", "blue"); '
         'r.setHeader("X-Host", "host1"); r.end("host1\\n"); }).listen(8080)'
@@ -58,12 +59,6 @@ def first_host_http() -> Iterator[tuple[str, int]]:
         yield cid, port
     finally:
         docker("rm", "-f", name, check=False)  # by name: a failed `run` can leave it created
-
-
-def _free_port(address: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return int(sock.getsockname()[1])
 
 
 def _refused(address: str, port: int) -> bool:

@@ -39,6 +39,7 @@ from tests import docker_host
 from tests.backends import Backend
 from tests.docker_host import REPO_ROOT
 from tests.nginx_instance import NginxInstance
+from tests.ports import distinct_free_ports
 
 SWITCHED_AT = datetime(2026, 11, 26, 20, 40, 5, tzinfo=UTC)
 UPSTREAM_NAME = "nocturna-img-production"
@@ -456,15 +457,6 @@ class Project:
         """The table row of `slot`, split on runs of two or more spaces."""
         line = next(line for line in text.splitlines() if line.startswith(f"{slot} "))
         return re.split(r"\s{2,}", line)
-
-
-def distinct_free_ports(count: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = docker_host.free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 def start_slot(image: str, name: str, port: int) -> str:
