@@ -23,7 +23,8 @@ import pytest
 import requests
 
 from nocturna_infra.traffic import gates
-from nocturna_infra.traffic.switch import ExitCode, main
+from nocturna_infra.traffic.exits import ExitCode
+from nocturna_infra.traffic.switch import main
 from tests.backends import Backend
 from tests.nginx_instance import NginxInstance, switch_argv
 
