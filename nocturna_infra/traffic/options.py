@@ -66,6 +66,13 @@ class SwitchOptions:
     """Values for the checks' ${VAR} templates (only the variables they name)."""
     watch: WatchOptions | None = None
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every value masked in what the switch prints and records: the template values and
+        the `--smoke-auth-env` token."""
+        tokens = (check.bearer_token for check in self.smoke if check.bearer_token)
+        return (*self.environ.values(), *tokens)
+
 
 # --- validation: pure, each error names the flag, the problem and the bad value -------------
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from nocturna_infra.traffic import gates, safe_files
 from nocturna_infra.traffic.exits import ExitCode, Interrupted, SwitchError
+from nocturna_infra.traffic.masking import mask
 from nocturna_infra.traffic.options import SwitchOptions
 from nocturna_infra.traffic.probe import Check, CheckResult, run_check
 from nocturna_infra.traffic.safe_files import UnsafeFileError
@@ -253,8 +254,11 @@ def _judge(
 
 
 def _save_record(path: Path, record: Mapping[str, object], progress: Progress) -> None:
+    """Owner-only and masked: the record quotes what the release answered, which may hold
+    the key, and `status --json` passes it on."""
+    text = mask(json.dumps(record, indent=2), progress.secrets) + "\n"
     try:
-        safe_files.write_atomic(path, (json.dumps(record, indent=2) + "\n").encode())
+        safe_files.write_atomic(path, text.encode(), safe_files.RECORD_MODE)
     except (OSError, UnsafeFileError) as error:
         progress.step(f"watch record {path}: not written ({error})")
 

@@ -22,12 +22,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
 import requests
 
+from nocturna_infra.traffic.masking import excerpt
 from nocturna_infra.traffic.probe import VERIFY_HEADER
 
 FIELDS: Final = (
@@ -54,7 +55,6 @@ MAX_BODY_BYTES: Final = 64 * 1024
 MAX_CHECKS: Final = 20
 DEFAULT_TIMEOUT: Final = 10.0
 BODY_HEAD_BYTES: Final = 200
-MASK: Final = "***"
 
 
 class SmokeDefinitionError(ValueError):
@@ -267,30 +267,21 @@ class SmokeResult:
         return f"{self.label} {self.detail}"
 
 
-@dataclass
-class _Secrets:
-    values: list[str] = field(default_factory=list)
-
-    def mask(self, text: str) -> str:
-        for value in sorted(self.values, key=len, reverse=True):
-            text = text.replace(value, MASK)
-        return text
-
-
-def _resolve(text: str, environ: Mapping[str, str], secrets: _Secrets) -> str:
+def _resolve(text: str, environ: Mapping[str, str], secrets: list[str]) -> str:
     def substitute(match: re.Match[str]) -> str:
         value = environ.get(match.group(1), "")
         if value:
-            secrets.values.append(value)
+            secrets.append(value)
         return value
 
     return TEMPLATE_RE.sub(substitute, text)
 
 
-def _judge(check: SmokeCheck, response: requests.Response, secrets: _Secrets) -> str | None:
-    """None if the response meets every expectation, else why not (body quoted, masked)."""
+def _judge(check: SmokeCheck, response: requests.Response, secrets: list[str]) -> str | None:
+    """None if the response meets every expectation, else why not (body quoted, masked before
+    it is cut: a key crossing the cut must not leave its first part readable)."""
     status = response.status_code
-    head = secrets.mask(response.content[:BODY_HEAD_BYTES].decode("utf-8", "replace"))
+    head = excerpt(response.content.decode("utf-8", "replace"), BODY_HEAD_BYTES, secrets)
     quoted = f": {head!r}" if head else " (empty body)"
     if status != check.status:
         return f"returned {status}, expected {check.status}{quoted}"
@@ -307,7 +298,8 @@ def _judge(check: SmokeCheck, response: requests.Response, secrets: _Secrets) ->
             value = value[part]
         if check.has_json_value and value != check.json_value:
             return (
-                f"returned {status} with {check.json_field}={json.dumps(value)[:80]}, "
+                f"returned {status} with {check.json_field}="
+                f"{excerpt(json.dumps(value), 80, secrets)}, "
                 f"expected {json.dumps(check.json_value)}"
             )
         if not check.has_json_value and value in (None, "", [], {}):
@@ -323,7 +315,7 @@ def run_check(
 ) -> SmokeResult:
     """Send `check` once on a fresh connection to `base_url` + its path."""
     url = base_url.rstrip("/") + check.path
-    secrets = _Secrets()
+    secrets: list[str] = []
     headers = {"Connection": "close", "User-Agent": "nocturna-switch"}
     if host_header:
         headers["Host"] = host_header

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 
 from nocturna_infra.cli import UsageError
 from nocturna_infra.traffic.exits import ExitCode, Interrupted, SwitchError
+from nocturna_infra.traffic.masking import mask
 from nocturna_infra.traffic.options import parse_options
 from nocturna_infra.traffic.orchestration import run
 from nocturna_infra.traffic.transaction import Progress, SignalGuard
@@ -40,17 +41,17 @@ def main(argv: Sequence[str] | None = None, now: Callable[[], datetime] | None =
             return ExitCode.USAGE
         except SystemExit as done:  # --help
             return int(done.code or 0)
-        progress = Progress()
+        progress = Progress(opts.secrets)
         try:
             summary = run(opts, now or (lambda: datetime.now(UTC)), progress, guard)
         except SwitchError as failure:
-            print(f"switch: {failure.reason}", file=sys.stderr)
+            print(f"switch: {mask(failure.reason, opts.secrets)}", file=sys.stderr)
             return failure.code
         except Interrupted as interrupted:  # before the first write: nothing to put back
             name = signal.Signals(interrupted.signum).name
             print(f"switch: interrupted by {name}; nothing changed", file=sys.stderr)
             return 128 + interrupted.signum
-    print(f"switch: {summary}", flush=True)
+    print(f"switch: {mask(summary, opts.secrets)}", flush=True)
     return ExitCode.OK
 
 

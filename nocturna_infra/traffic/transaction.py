@@ -22,6 +22,7 @@ from typing import Final
 
 from nocturna_infra.traffic import safe_files
 from nocturna_infra.traffic.exits import ExitCode, Interrupted, SwitchError
+from nocturna_infra.traffic.masking import mask
 from nocturna_infra.traffic.options import SwitchOptions
 from nocturna_infra.traffic.probe import upstream_addresses, verify_routed
 from nocturna_infra.traffic.safe_files import UnsafeFileError
@@ -75,17 +76,19 @@ class SignalGuard:
 
 
 class Progress:
-    """One stdout line per step, prefixed with the time since the switch started."""
+    """One stdout line per step, prefixed with the time since the switch started; `secrets`
+    are masked in every line (a release may echo the key into what a step quotes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: Sequence[str] = ()) -> None:
         self.start = time.monotonic()
+        self.secrets = tuple(secrets)
 
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.start
 
     def step(self, message: str) -> None:
-        print(f"[{self.elapsed:.2f}s] {message}", flush=True)
+        print(f"[{self.elapsed:.2f}s] {mask(message, self.secrets)}", flush=True)
 
 
 def backoff(attempt: int, ceiling: float, first: float = 0.1) -> float:
