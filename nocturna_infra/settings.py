@@ -327,7 +327,9 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         [],
         "Docker hosts running the slots, one Nginx in front (docs/hosts.md): objects with "
         "name, dockerHost (unix:///path or ssh://user@host[:port]; may be empty for the "
-        "first host: the default docker provider), sshOpts (ssh arguments), "
+        "first host: the default docker provider), sshOpts (ssh arguments from an "
+        "allow-list: identity and known-hosts files, StrictHostKeyChecking=yes, port, user, "
+        "timeouts; docs/hosts.md), "
         "publishAddress (IP the ports are published on; the first host defaults to "
         "bindAddress) and nginxAddress (how Nginx reaches that host; default "
         "publishAddress). Empty: one local host.",
