@@ -24,7 +24,12 @@ import yaml
 from nocturna_infra.hosts import HostSettings, parse_hosts
 from nocturna_infra.provider_form import cpus_form, nano_cpus_read_back, parse_cpus
 from nocturna_infra.slot import PRODUCTION_SLOTS, Slot
-from nocturna_infra.traffic.smoke import SmokeCheck, SmokeDefinitionError, parse_checks
+from nocturna_infra.traffic.smoke import (
+    TEMPLATE_RE,
+    SmokeCheck,
+    SmokeDefinitionError,
+    parse_checks,
+)
 
 PROJECT: Final = "nocturna-infra"
 
@@ -266,7 +271,8 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "array",
         [],
         "Requests the target slot must answer correctly after its health probes and before "
-        "any traffic moves (name, method, path, headers with ${VAR} secrets, body or bodyFile, "
+        "any traffic moves (name, method, path, headers with ${API_KEY} or ${<env variable>}, "
+        "body or bodyFile inside the project, "
         "expectStatus, expectContains, expectJsonField/expectJsonValue, timeoutSeconds); "
         "see docs/switch.md.",
         items="object",
@@ -688,6 +694,8 @@ def parse_settings(
                 "Use apiKey for API_KEY and the matching keys for the others.",
             )
 
+    gates = _gates(read, project_dir)
+    _smoke_templates(read, gates.smoke_checks, env)
     return Settings(
         environment=environment,
         active_slot=active_slot,
@@ -715,7 +723,7 @@ def parse_settings(
         )
         or default_state_stack,
         api_key=api_key,
-        gates=_gates(read, project_dir),
+        gates=gates,
         env_secret="env" in secret_keys,
         hosts=parse_hosts(
             raw.get("hosts"),
@@ -724,6 +732,26 @@ def parse_settings(
             fail=lambda name, problem, value: read.fail(name, problem, value),
         ),
     )
+
+
+def _smoke_templates(read: _Reader, checks: tuple[SmokeCheck, ...], env: Mapping[str, str]) -> None:
+    """A header template may name only what the router hands the switch in its own secret
+    environment: API_KEY and the stack's `env` variables (the live slot's values). Anything
+    else would come from the environment `pulumi up` runs in, with its passphrase and cloud
+    credentials, and go to the slot."""
+    allowed = {"API_KEY", *env}
+    for index, check in enumerate(checks):
+        for name, value in check.headers:
+            unknown = sorted(set(TEMPLATE_RE.findall(value)) - allowed)
+            if unknown:
+                read.fail(
+                    f"smokeChecks[{index}].headers.{name}",
+                    f"names ${{{unknown[0]}}}, but a template may name only ${{API_KEY}} and "
+                    "the variables of env (the router hands the switch only those)",
+                    value,
+                    f"Declare it with `pulumi config set --secret --path env.{unknown[0]} ...` "
+                    "if the service should have it too.",
+                )
 
 
 def _slot_ports(read: _Reader, environment: Environment) -> dict[Slot, int]:

@@ -70,6 +70,9 @@ class SmokeCheck:
     method: str = "GET"
     headers: tuple[tuple[str, str], ...] = ()
     body: str | None = None
+    body_file: str | None = None
+    """Where `body` came from (relative to the project): `to_json` passes the path, not the
+    content, so a body never sits on the switch's command line."""
     status: int = 200
     contains: str | None = None
     json_field: str | None = None
@@ -83,11 +86,14 @@ class SmokeCheck:
         return frozenset(name for _, value in self.headers for name in TEMPLATE_RE.findall(value))
 
     def to_json(self) -> dict[str, Any]:
-        """The definition as `--smoke-checks` takes it (bodies inline, templates unresolved)."""
+        """The definition as `--smoke-checks` takes it (a body file by its path, read by the
+        switch in the project directory; templates unresolved)."""
         data: dict[str, Any] = {"name": self.name, "method": self.method, "path": self.path}
         if self.headers:
             data["headers"] = dict(self.headers)
-        if self.body is not None:
+        if self.body_file is not None:
+            data["bodyFile"] = self.body_file
+        elif self.body is not None:
             data["body"] = self.body
         data["expectStatus"] = self.status
         if self.contains is not None:
@@ -152,6 +158,7 @@ def _parse_check(item: object, where: str, base_dir: Path | None) -> SmokeCheck:
         _fail(f"{where}.path", "is required: a URL path starting with / (no spaces)", path)
     headers = _headers(item.get("headers", {}), f"{where}.headers")
     body = _body(item, where, base_dir)
+    body_file = item.get("bodyFile")
     if ("body" in item or "bodyFile" in item) and method in ("GET", "HEAD"):
         _fail(f"{where}.method", "cannot send a body; use POST, PUT or PATCH", method)
     status = item.get("expectStatus", 200)
@@ -179,6 +186,7 @@ def _parse_check(item: object, where: str, base_dir: Path | None) -> SmokeCheck:
         method=method,
         headers=headers,
         body=body,
+        body_file=body_file,
         status=status,
         contains=contains,
         json_field=json_field,
@@ -226,11 +234,23 @@ def _body(item: dict[str, Any], where: str, base_dir: Path | None) -> str | None
 
 
 def _read_body_file(value: object, where: str, base_dir: Path | None) -> str | None:
+    """The file's text; it must stay inside `base_dir` (the project): its content goes to the
+    slot, and a path out of it (`../../etc/passwd`, a symlink) would send any file there."""
+    allowed = "a file path inside the project directory (relative, no '..')"
     if not isinstance(value, str) or not value or value.startswith("/"):
-        _fail(where, "must be a file path relative to the project directory", value)
+        _fail(where, f"must be {allowed}", value)
+    if ".." in Path(value).parts:
+        _fail(where, f"must be {allowed}", value)
     if base_dir is None:
         return None
-    path = (base_dir / value).resolve()
+    root = base_dir.resolve()
+    path = (root / value).resolve()
+    if not path.is_relative_to(root):
+        _fail(where, f"must stay inside {root} (it resolves to {path})", value)
+    if path.exists() and not path.is_file():
+        _fail(
+            where, f"must name a readable UTF-8 file under {base_dir} (not a regular file)", value
+        )
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:

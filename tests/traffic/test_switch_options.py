@@ -223,3 +223,19 @@ def test_smoke_auth_env_must_name_a_set_variable() -> None:
     assert str(raised.value) == (
         "--smoke-auth-env: environment variable 'API_KEY' is unset or empty"
     )
+
+
+def test_smoke_body_file_outside_the_working_directory_is_refused(tmp_path, monkeypatch) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (tmp_path / "outside.json").write_text("{}")
+    monkeypatch.chdir(project)
+    checks = '[{"name": "r", "method": "POST", "path": "/r", "bodyFile": "../outside.json"}]'
+
+    with pytest.raises(UsageError) as raised:
+        parse_options([*BASE, "--smoke-checks", checks])
+
+    assert str(raised.value) == (
+        "--smoke-checks[0].bodyFile: must be a file path inside the project directory "
+        "(relative, no '..'); got '../outside.json'"
+    )

@@ -29,6 +29,8 @@ class RouterArgs:
     environment: pulumi.Input[Mapping[str, pulumi.Input[str]]] | None = None
     """Secret values the smoke checks name as `${VAR}` (the live slot's API key), handed to
     the switch's process, so they are in neither the command line nor the output."""
+    directory: str | None = None
+    """Where the switch runs: the project, when a smoke check names a body file there."""
     depends_on: Sequence[pulumi.Resource] = ()
 
 
@@ -58,6 +60,7 @@ class Router(pulumi.ComponentResource):
                 args.live_container,
             ],
             environment=args.environment,
+            dir=args.directory,
             logging=local.Logging.STDOUT_AND_STDERR,
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
         )
