@@ -30,7 +30,8 @@ class Backend:
       /render quotes the request's Authorization header: `"json"` as `data.format`, `"body"`
       in a 500 body where it starts `echo_offset` bytes in (a careless release).
     - `trickle`: /health and POST answers are sent one byte every `trickle` seconds
-      (`trickle_part`: `"headers"` or `"body"` trickles), as a wedged release might.
+      (`trickle_part`: `"headers"` or `"body"` trickles; `trickle_health` False spares /health),
+      as a wedged release might.
     """
 
     slot: str
@@ -47,6 +48,7 @@ class Backend:
     echo_offset: int = 190
     trickle: float = 0.0
     trickle_part: str = "body"
+    trickle_health: bool = True
     served: int = 0
     requests_seen: int = 0
     last_host: str | None = None
@@ -180,7 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.headers.get("X-Real-IP"),
         )
         parts = urlsplit(self.path)
-        if parts.path == "/health" and self.owner.trickle:
+        if parts.path == "/health" and self.owner.trickle and self.owner.trickle_health:
             status, payload = self.owner.health()
             self._trickled(status, json.dumps(payload).encode())
         elif parts.path == "/health":
@@ -192,6 +194,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Location", "/health")
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif parts.path == "/big":  # an answer of `n` bytes
+            size = int(parse_qs(parts.query).get("n", ["1024"])[0])
+            self._reply(200, b"x" * size, "text/plain")
         elif parts.path == "/slow":
             seconds = float(parse_qs(parts.query).get("s", ["2"])[0])
             time.sleep(seconds)

@@ -290,7 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--nginx-reload", default="nginx -s reload", help="default: %(default)s")
     add("--attempts", default="30", help="probe attempts (default: %(default)s)")
     add("--interval", default="2", help="max seconds between probe attempts (default: 2)")
-    add("--timeout", default="5", help="seconds per request (default: %(default)s)")
+    add(
+        "--timeout",
+        default="5",
+        help="seconds for each whole request, answer included (default: %(default)s)",
+    )
     add("--lock-file", help="default: <upstream-file>.lock")
     add("--lock-wait", default="0", help="seconds to wait for the lock (default: fail fast)")
     add("--keepalive", default=str(KEEPALIVE), help="idle upstream connections per worker")

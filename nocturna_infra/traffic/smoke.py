@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
-import requests
-
+from nocturna_infra.traffic.fetch import FetchError, Reply, fetch
 from nocturna_infra.traffic.masking import excerpt
 from nocturna_infra.traffic.probe import VERIFY_HEADER
 
@@ -297,11 +296,11 @@ def _resolve(text: str, environ: Mapping[str, str], secrets: list[str]) -> str:
     return TEMPLATE_RE.sub(substitute, text)
 
 
-def _judge(check: SmokeCheck, response: requests.Response, secrets: list[str]) -> str | None:
+def _judge(check: SmokeCheck, response: Reply, secrets: list[str]) -> str | None:
     """None if the response meets every expectation, else why not (body quoted, masked before
     it is cut: a key crossing the cut must not leave its first part readable)."""
-    status = response.status_code
-    head = excerpt(response.content.decode("utf-8", "replace"), BODY_HEAD_BYTES, secrets)
+    status = response.status
+    head = excerpt(response.text, BODY_HEAD_BYTES, secrets)
     quoted = f": {head!r}" if head else " (empty body)"
     if status != check.status:
         return f"returned {status}, expected {check.status}{quoted}"
@@ -333,7 +332,8 @@ def run_check(
     environ: Mapping[str, str],
     host_header: str | None = None,
 ) -> SmokeResult:
-    """Send `check` once on a fresh connection to `base_url` + its path."""
+    """Send `check` once on a fresh connection to `base_url` + its path, all of it within
+    its `timeoutSeconds`."""
     url = base_url.rstrip("/") + check.path
     secrets: list[str] = []
     headers = {"Connection": "close", "User-Agent": "nocturna-switch"}
@@ -342,30 +342,18 @@ def run_check(
     if check.body is not None:
         headers["Content-Type"] = "application/json"
     headers.update({name: _resolve(value, environ, secrets) for name, value in check.headers})
+    body = check.body.encode() if check.body is not None else None
     try:
-        with requests.Session() as session:
-            session.trust_env = False  # an HTTP(S)_PROXY variable must never reroute a check
-            response = session.request(
-                check.method,
-                url,
-                data=check.body.encode() if check.body is not None else None,
-                headers=headers,
-                timeout=check.timeout,
-                allow_redirects=False,
-            )
-    except requests.Timeout:
-        return SmokeResult(check, url, False, f"timed out after {check.timeout:g}s")
-    except requests.ConnectionError:
-        return SmokeResult(check, url, False, "refused the connection")
-    except requests.RequestException as error:
-        return SmokeResult(check, url, False, f"failed ({type(error).__name__})")
-    seconds = response.elapsed.total_seconds()
-    upstream = response.headers.get(VERIFY_HEADER)
+        response = fetch(check.method, url, headers, body, deadline=check.timeout)
+    except FetchError as error:
+        return SmokeResult(check, url, False, str(error))
+    seconds = response.seconds
+    upstream = response.headers.get(VERIFY_HEADER.lower())
     problem = _judge(check, response, secrets)
     if problem is not None:
-        return SmokeResult(check, url, False, problem, response.status_code, upstream, seconds)
-    detail = f"{response.status_code} in {seconds:.2f}s"
-    return SmokeResult(check, url, True, detail, response.status_code, upstream, seconds)
+        return SmokeResult(check, url, False, problem, response.status, upstream, seconds)
+    detail = f"{response.status} in {seconds:.2f}s"
+    return SmokeResult(check, url, True, detail, response.status, upstream, seconds)
 
 
 def run_checks(

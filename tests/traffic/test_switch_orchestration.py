@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import http.client
+import json
 import re
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ from nocturna_infra.traffic.exits import ExitCode
 from nocturna_infra.traffic.switch import main
 from tests.nginx_instance import switch_argv
 from tests.traffic.switch_helpers import (
+    BLUE_SELECTED,
     GREEN_SELECTED,
     NOW,
     call_recorder,
@@ -205,6 +207,63 @@ def test_unhealthy_target_exits_3_and_changes_nothing(nginx, green, capsys) -> N
     )
     assert state(nginx) == before
     assert nginx.slot_served() == "blue"
+
+
+@pytest.mark.parametrize("part", ["headers", "body"])
+def test_trickling_target_is_refused_within_the_timeout(nginx, green, capsys, part) -> None:
+    """A slot sending one byte every 0.2 s keeps every read short: only a total deadline
+    stops the probe (issue 17, finding 5)."""
+    green.trickle, green.trickle_part = 0.2, part
+    before = state(nginx)
+    started = time.monotonic()
+
+    code = main(switch_argv(nginx, green, "--timeout", "1", "--attempts", "1"), now=lambda: NOW)
+
+    took = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == ExitCode.UNHEALTHY
+    assert re.fullmatch(
+        rf"switch: green not healthy after \d+\.\ds \({re.escape(green.url('/health'))} "
+        r"timed out after 1s\)\n",
+        err,
+    )
+    assert took < 2.5
+    assert state(nginx) == before
+
+
+def test_trickling_smoke_answer_is_cut_at_the_checks_timeout(
+    nginx, green, capsys, monkeypatch
+) -> None:
+    monkeypatch.setenv("API_KEY", "trickle-test-key")
+    checks = json.dumps(
+        [{"name": "render", "method": "POST", "path": "/render", "body": {}, "timeoutSeconds": 1}]
+    )
+    before = state(nginx)
+    green.trickle, green.trickle_health = 0.2, False  # /render takes ~5 s, byte by byte
+    started = time.monotonic()
+
+    code = main(switch_argv(nginx, green, "--smoke-checks", checks), now=lambda: NOW)
+
+    took = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == ExitCode.UNHEALTHY
+    assert err == (
+        f"switch: green failed smoke check 'render' (POST http://{green.server}/render) "
+        "timed out after 1s; nothing changed\n"
+    )
+    assert took < 2.5
+    assert state(nginx) == before
+
+
+def test_oversized_probe_answer_is_refused(nginx, green, capsys) -> None:
+    big = green.url("/big?n=9000000")  # above the 8 MiB cap
+
+    code = main(switch_argv(nginx, green, "--health-url", big, "--attempts", "1"), now=lambda: NOW)
+
+    err = capsys.readouterr().err
+    assert code == ExitCode.UNHEALTHY
+    assert err.endswith(f"({big} answered more than 8388608 bytes)\n")
+    assert selection(nginx) == BLUE_SELECTED
 
 
 def test_wrong_service_on_target_port_exits_3(nginx, green, capsys) -> None:
