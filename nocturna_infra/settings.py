@@ -912,8 +912,16 @@ def _router(read: _Reader) -> RouterSettings:
             read.fail(name, "must be a command line such as 'nginx -t'", text)
         commands[name] = text
     verify_url = read.string("verifyUrl")
+    if re.match(r"https?://localhost[:/]", verify_url, re.IGNORECASE):
+        read.fail(
+            "verifyUrl",
+            "localhost may resolve to ::1, where any local user may listen and would receive "
+            "the smoke checks' bearer key during the watch; use 127.0.0.1 (as Nginx's "
+            "verification server listens), e.g. http://127.0.0.1:8099/nocturna-verify",
+            verify_url,
+        )
     if verify_url and not re.fullmatch(
-        r"https?://(127\.[0-9.]+|localhost|\[::1\])(:\d+)?/\S*", verify_url
+        r"https?://(127\.[0-9.]+|\[::1\])(:\d+)?/\S*", verify_url
     ):
         read.fail(
             "verifyUrl",

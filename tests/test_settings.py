@@ -351,6 +351,14 @@ def test_every_declared_key_has_a_default_or_is_secret() -> None:
             id="verify-url-not-loopback",
         ),
         pytest.param(
+            {"verifyUrl": "http://localhost:8099/nocturna-verify"},
+            "nocturna-infra:verifyUrl: localhost may resolve to ::1, where any local user may "
+            "listen and would receive the smoke checks' bearer key during the watch; use "
+            "127.0.0.1 (as Nginx's verification server listens), e.g. "
+            "http://127.0.0.1:8099/nocturna-verify; got 'http://localhost:8099/nocturna-verify'.",
+            id="verify-url-localhost",
+        ),
+        pytest.param(
             {"smokePath": "render"},
             "nocturna-infra:smokePath: must be empty or a URL path starting with /; got 'render'.",
             id="smoke-path",
@@ -782,3 +790,9 @@ def test_smoke_body_file_outside_the_project_is_refused(
         f"{problem.format(project=project.resolve(), outside=outside)}; got {body_file!r}.",
         smokeChecks=checks,
     )
+
+
+def test_verify_url_on_127_0_0_1_is_kept(project: Path) -> None:
+    url = "http://127.0.0.1:8099/nocturna-verify"
+
+    assert parse(project, verifyUrl=url).router.verify_url == url

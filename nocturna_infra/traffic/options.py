@@ -121,6 +121,13 @@ def parse_url(value: str, flag: str) -> str:
         _usage(flag, expected, value)
     if any(char.isspace() for char in value):
         _usage(flag, expected, value)
+    host = parts.hostname.lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        msg = (
+            f"{flag}: {value!r} names localhost, which may resolve to ::1, where any local "
+            "user may listen (and receive the probes' bearer key); use 127.0.0.1"
+        )
+        raise UsageError(msg)
     return value
 
 

@@ -85,6 +85,22 @@ def with_flag(flag: str, value: str) -> list[str]:
             id="verify-url-without-host",
         ),
         pytest.param(
+            "--verify-url",
+            "http://localhost:8099/nocturna-verify",
+            "--verify-url: 'http://localhost:8099/nocturna-verify' names localhost, which may "
+            "resolve to ::1, where any local user may listen (and receive the probes' bearer "
+            "key); use 127.0.0.1",
+            id="verify-url-localhost",
+        ),
+        pytest.param(
+            "--health-url",
+            "http://app.localhost:3012/health",
+            "--health-url: 'http://app.localhost:3012/health' names localhost, which may "
+            "resolve to ::1, where any local user may listen (and receive the probes' bearer "
+            "key); use 127.0.0.1",
+            id="health-url-localhost",
+        ),
+        pytest.param(
             "--upstream-name",
             "nocturna img",
             "--upstream-name: expected letters, digits, '_', '.' or '-'; got 'nocturna img'",
