@@ -920,9 +920,7 @@ def _router(read: _Reader) -> RouterSettings:
             "verification server listens), e.g. http://127.0.0.1:8099/nocturna-verify",
             verify_url,
         )
-    if verify_url and not re.fullmatch(
-        r"https?://(127\.[0-9.]+|\[::1\])(:\d+)?/\S*", verify_url
-    ):
+    if verify_url and not re.fullmatch(r"https?://(127\.[0-9.]+|\[::1\])(:\d+)?/\S*", verify_url):
         read.fail(
             "verifyUrl",
             "must be empty or an http(s) URL on a loopback address, such as "

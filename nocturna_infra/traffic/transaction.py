@@ -37,6 +37,7 @@ from nocturna_infra.traffic.upstream import (
 )
 
 NGINX_COMMAND_TIMEOUT: Final = 60.0
+DEFAULT_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 INTERRUPTS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -123,11 +124,23 @@ def held_lock(path: Path, wait: float, owner: str) -> Iterator[None]:
         os.close(fd)
 
 
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """All an Nginx command gets: PATH. Not the switch's own environment, which holds the
+    API key (and, under Pulumi, everything `pulumi up` runs with)."""
+    return {"PATH": environ.get("PATH") or DEFAULT_PATH}
+
+
 def run_nginx(argv: Sequence[str]) -> str | None:
-    """Run an Nginx command without a shell; None on success, else its last error line."""
+    """Run an Nginx command without a shell or our environment; None on success, else its
+    last error line."""
     try:
         done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=NGINX_COMMAND_TIMEOUT, check=False
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=NGINX_COMMAND_TIMEOUT,
+            check=False,
+            env=child_environment(os.environ),
         )
     except (OSError, subprocess.TimeoutExpired) as error:
         return str(error)

@@ -607,6 +607,16 @@ def test_smoke_checks_reach_the_switch_as_templates_and_the_key_as_a_secret_env(
     assert " --watch-seconds 30 --watch-log /var/log/nginx/nocturna-slots.log " in command
 
 
+def test_switch_output_is_secret_by_choice_when_the_key_is_in_its_environment(
+    project: Path,
+) -> None:
+    keyed = run_program(project, base_config(smokeChecks=RENDER_CHECK))
+    plain = run_program(project, base_config())
+
+    assert list(keyed.monitor.requests[SWITCH].additionalSecretOutputs) == ["stdout", "stderr"]
+    assert list(plain.monitor.requests[SWITCH].additionalSecretOutputs) == []
+
+
 def test_without_checks_naming_the_key_the_switch_gets_no_environment(project: Path) -> None:
     run = run_program(project, base_config())
 

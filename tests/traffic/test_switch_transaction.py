@@ -45,6 +45,36 @@ pytestmark = pytest.mark.nginx
 # --- servers change: the one case that rewrites the file, tests and reloads -----------------
 
 
+def env_recorder(dump: Path, then: str) -> str:
+    """A command that writes its environment to `dump`, then runs `then`."""
+    return shlex.join(["sh", "-c", f"env > {shlex.quote(str(dump))}; exec {then}"])
+
+
+def test_nginx_commands_get_path_and_not_the_key_or_the_pulumi_environment(
+    nginx, green2, tmp_path, monkeypatch
+) -> None:
+    """Issue 17, finding 7: `nginx -t` and the reload run with PATH only."""
+    monkeypatch.setenv("API_KEY", "child-env-key-91c2")
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "child-env-passphrase")
+    tested, reloaded = tmp_path / "test.env", tmp_path / "reload.env"
+    checks = '[{"name": "h", "path": "/health", "headers": {"X-Key": "${API_KEY}"}}]'
+    argv = switch_argv(
+        nginx,
+        green2,
+        "--smoke-checks", checks,
+        "--nginx-test", env_recorder(tested, nginx.test_command),
+        "--nginx-reload", env_recorder(reloaded, nginx.reload_command),
+    )  # fmt: skip
+
+    assert main(argv, now=lambda: NOW) == ExitCode.OK
+
+    for dump in (tested, reloaded):
+        text = dump.read_text()
+        assert f"PATH={os.environ['PATH']}\n" in text
+        assert "child-env-key-91c2" not in text
+        assert "child-env-passphrase" not in text
+
+
 def test_server_change_rewrites_the_file_with_one_test_and_one_reload(
     nginx, blue, green2, tmp_path, capsys
 ) -> None:
@@ -547,3 +577,22 @@ def test_migration_from_the_single_group_include_takes_one_reload_then_none(
 )
 def test_backoff_doubles_up_to_the_interval(attempt, ceiling, first, delay) -> None:
     assert backoff(attempt, ceiling, first) == pytest.approx(delay)
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        pytest.param(
+            {"PATH": "/opt/nginx/sbin:/usr/bin", "API_KEY": "k", "HOME": "/root"},
+            {"PATH": "/opt/nginx/sbin:/usr/bin"},
+            id="path-only",
+        ),
+        pytest.param(
+            {"API_KEY": "k"},
+            {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+            id="default-path",
+        ),
+    ],
+)
+def test_child_environment_is_path_alone(environ, expected) -> None:
+    assert transaction.child_environment(environ) == expected

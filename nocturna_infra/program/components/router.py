@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import pulumi
 from pulumi_command import local
+
+SECRET_OUTPUTS: Final = ["stdout", "stderr"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,17 @@ class Router(pulumi.ComponentResource):
             environment=args.environment,
             dir=args.directory,
             logging=local.Logging.STDOUT_AND_STDERR,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=list(args.depends_on),
+                # With a key in its environment, what the switch printed is secret by our
+                # choice, not by the provider's default (pulumi-command marks outputs secret
+                # when an input is, since 0.8.2; pulumi/pulumi-command#256). The switch masks
+                # the key itself, but a release may echo it encoded where no mask matches.
+                additional_secret_outputs=SECRET_OUTPUTS if args.environment is not None else None,
+            ),
         )
-        self.output = switch.stdout
+        self.output = (
+            pulumi.Output.secret(switch.stdout) if args.environment is not None else switch.stdout
+        )
         self.register_outputs({"output": self.output})
