@@ -38,9 +38,10 @@ exit codes:
   9  the watch saw the new slot fail and switched back to the previous slot (health-gated)
   10 the watch saw the new slot fail, but switching back failed or was refused: the new
      slot is still live
-  143/130/129  stopped by SIGTERM/SIGINT/SIGHUP (128 + signal); after the first write the
-     previous selection and file were restored first, before it nothing was changed; during
-     the watch the new slot stays live
+  143/130/129  stopped by SIGTERM/SIGINT/SIGHUP (128 + signal); before the first write
+     nothing was changed; after it, until the flip is verified, the previous selection and
+     file were restored first; after that (before or during the watch) the new slot stays
+     live and the message says so
 """
 
 

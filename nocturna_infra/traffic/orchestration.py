@@ -24,6 +24,7 @@ from nocturna_infra.traffic.probe import Check, CheckResult, run_check
 from nocturna_infra.traffic.safe_files import UnsafeFileError
 from nocturna_infra.traffic.selection import nginx_choice, read_markers
 from nocturna_infra.traffic.transaction import (
+    Committed,
     Plan,
     Progress,
     SignalGuard,
@@ -58,22 +59,65 @@ def run(
         if not opts.watch.log.exists():
             progress.step(f"watch log {opts.watch.log}: not there yet (read once Nginx writes it)")
     started = time.time()
-    plan, changed = switch_locked(opts, now, progress, guard)
-    summary = (
-        f"{'switched to' if changed else 'already live:'} {opts.slot} -> {targets} "
-        f"({opts.upstream_name}) in {progress.elapsed:.2f}s"
+    try:
+        plan, changed = switch_locked(opts, now, progress, guard)
+        summary = (
+            f"{'switched to' if changed else 'already live:'} {opts.slot} -> {targets} "
+            f"({opts.upstream_name}) in {progress.elapsed:.2f}s"
+        )
+        if tail is None or opts.watch is None:
+            return summary
+        previous = previous_slot(opts, plan)
+        if not changed or previous is None:
+            tail.close()
+            why = "nothing changed" if not changed else "no previous slot to switch back to"
+            progress.step(f"watch: skipped ({why})")
+            return summary
+        progress.step(f"switch: {summary}")
+        watch_or_switch_back(opts, plan, previous, tail, started, now, progress, guard)
+        return f"{summary}; {opts.slot} passed the {opts.watch.seconds:g}s watch"
+    except Interrupted as interrupted:
+        if guard.committed is None:
+            raise  # before the first write: main says nothing changed
+        raise interrupted_after_commit(
+            opts, guard.committed, interrupted.signum, started, progress, guard
+        ) from None
+    finally:
+        if tail is not None:
+            tail.close()
+
+
+def interrupted_after_commit(
+    opts: SwitchOptions,
+    committed: Committed,
+    signum: int,
+    started: float,
+    progress: Progress,
+    guard: SignalGuard,
+) -> SwitchError:
+    """A signal after the flip and before the watch took over: traffic did move, so say so,
+    and close the watch record as interrupted (a stale one must not speak for this switch)."""
+    name = signal.Signals(signum).name
+    if not committed.moved:
+        return SwitchError(
+            128 + signum, f"interrupted by {name}; nothing changed ({committed.slot} was live)"
+        )
+    previous = previous_slot(opts, committed.plan)
+    back = f" (switch to {previous} to go back)" if previous else ""
+    if opts.watch is None:
+        reason = f"interrupted by {name} after the switch; traffic moved to {committed.slot}"
+        return SwitchError(128 + signum, reason + back)
+    if previous is not None:
+        watch = Watch(group_name(opts.upstream_name, opts.slot), started)
+        record = gates.new_record(opts.slot, previous, opts.watch, started)
+        ended = gates.ended("interrupted", f"by {name} after the switch, before the watch", watch)
+        with guard.shielded():
+            _save_record(gates.record_path(opts.upstream_file), {**record, **ended}, progress)
+    reason = (
+        f"interrupted by {name} after the switch; traffic moved to {committed.slot}, "
+        "the watch did not run"
     )
-    if tail is None or opts.watch is None:
-        return summary
-    previous = previous_slot(opts, plan)
-    if not changed or previous is None:
-        tail.close()
-        why = "nothing changed" if not changed else "no previous slot to switch back to"
-        progress.step(f"watch: skipped ({why})")
-        return summary
-    progress.step(f"switch: {summary}")
-    watch_or_switch_back(opts, plan, previous, tail, started, now, progress, guard)
-    return f"{summary}; {opts.slot} passed the {opts.watch.seconds:g}s watch"
+    return SwitchError(128 + signum, reason + back)
 
 
 # --- before the lock: the target must prove itself ------------------------------------------
@@ -186,7 +230,6 @@ def watch_or_switch_back(
     assert opts.watch is not None and opts.verify is not None
     path = gates.record_path(opts.upstream_file)
     record = gates.new_record(opts.slot, previous, opts.watch, started)
-    _save_record(path, record, progress)
     watch = Watch(group_name(opts.upstream_name, opts.slot), started)
     probe = gates.nginx_probe(
         opts.smoke_checks, opts.verify, opts.servers, opts.environ, opts.timeout
@@ -196,15 +239,16 @@ def watch_or_switch_back(
         return _selected_now(opts, plan) == opts.slot
 
     try:
+        _save_record(path, record, progress)  # inside: a signal after it closes the record
         outcome = gates.run_watch(watch, opts.watch, tail, probe, still_selected, progress.step)
         _judge(opts, plan, previous, path, record, watch, outcome, now, progress, guard)
     except Interrupted as interrupted:  # during the watch or before the switch back's writes
         name = signal.Signals(interrupted.signum).name
         _save_record(path, {**record, **gates.ended("interrupted", f"by {name}", watch)}, progress)
+        live = guard.committed.slot if guard.committed else opts.slot  # back, if it got there
         raise SwitchError(
             128 + interrupted.signum,
-            f"interrupted by {name} during the watch; {opts.slot} stays live "
-            f"(saw {watch.summary()})",
+            f"interrupted by {name} during the watch; {live} stays live (saw {watch.summary()})",
         ) from None
 
 

@@ -43,12 +43,17 @@ INTERRUPTS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 class SignalGuard:
     """Turns a signal into `Interrupted`, except while a restore runs: then it is only noted,
-    so a second Ctrl-C or a dropped SSH session (SIGHUP) cannot abort putting things back."""
+    so a second Ctrl-C or a dropped SSH session (SIGHUP) cannot abort putting things back.
+
+    `committed` is set the moment a transaction's last step succeeded: a signal before it is
+    answered by that transaction's restore, a signal after it by the orchestration, which
+    reports that traffic moved (the record too) rather than "nothing changed"."""
 
     def __init__(self) -> None:
         self.restoring = False
         self.raised = False
         self.deferred: list[int] = []
+        self.committed: Committed | None = None
 
     def handle(self, signum: int, _frame: object) -> None:
         # Only the first signal interrupts: later ones would land in the restore it starts.
@@ -268,6 +273,15 @@ def make_plan(opts: SwitchOptions, now: datetime) -> Plan:
     )
 
 
+@dataclass(frozen=True)
+class Committed:
+    """A transaction that finished: Nginx routes to `slot`; `moved` if this one moved it."""
+
+    slot: str
+    plan: Plan
+    moved: bool
+
+
 class Transaction:
     """Writes in order and, on any failure or signal after the first write, puts back exactly
     what it touched. Flags are set *before* each write: a signal arriving mid-write must be
@@ -291,11 +305,18 @@ class Transaction:
     def run(self) -> bool:
         """True if anything changed; raises SwitchError after restoring on failure."""
         try:
-            return self._steps()
+            changed = self._steps()
+            # One assignment: a signal lands before it (restored below) or after it (traffic
+            # moved; the caller says so), never in between.
+            self.guard.committed = Committed(self.opts.slot, self.plan, changed)
+            return changed
         except _StepFailedError as failed:
             self.guard.restoring = True  # from here on a signal cannot cut the restore short
             raise SwitchError(failed.code, failed.reason + self._restore()) from None
         except Interrupted as interrupted:
+            committed = self.guard.committed
+            if committed is not None and committed.plan is self.plan:
+                raise  # after the commit: nothing to restore
             name = signal.Signals(interrupted.signum).name
             done = self._restore() if self.touched else "; nothing changed"
             raise SwitchError(128 + interrupted.signum, f"interrupted by {name}{done}") from None

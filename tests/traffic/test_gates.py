@@ -8,7 +8,9 @@ with no traffic, by probes through Nginx.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -368,3 +370,38 @@ def test_watch_record_of_a_release_echoing_the_key_is_masked_and_owner_only(
     assert 'data.format="Bearer ***", expected "png"' in out.err
     assert API_KEY[:9] not in saved + out.out + out.err
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# --- a signal between the flip and the watch (issue 17, finding 6) -----------------------------
+
+
+@pytest.mark.parametrize("hook", ["new_record", "nginx_probe"])
+def test_sigterm_after_the_flip_before_the_watch_reports_the_move_and_closes_the_record(
+    nginx, green, capsys, monkeypatch, hook
+) -> None:
+    """The flip is done, the watch has not started: SIGTERM must not say "nothing changed"
+    (traffic moved) nor leave a record saying "watching"."""
+    real = getattr(gates, hook)
+    calls = []
+
+    def signal_then_call(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(hook)
+        result = real(*args, **kwargs)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(gates, hook, signal_then_call)
+
+    code = main(switch_argv(nginx, green, *watch_flags(nginx, "30")), now=lambda: NOW)
+
+    assert code == 128 + signal.SIGTERM
+    assert capsys.readouterr().err == (
+        "switch: interrupted by SIGTERM after the switch; traffic moved to green, the watch did "
+        "not run (switch to blue to go back)\n"
+    )
+    assert selection(nginx) == ["nocturna-img-production.green"]
+    assert nginx.slot_served() == "green"
+    saved = record(nginx)
+    assert (saved["slot"], saved["previous"], saved["result"]) == ("green", "blue", "interrupted")
+    assert saved["reason"] == "by SIGTERM after the switch, before the watch"
