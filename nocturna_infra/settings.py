@@ -312,7 +312,13 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
     ),
     ConfigKey("probeAttempts", "integer", 30, "Health probes of the target before giving up."),
     ConfigKey("probeIntervalSeconds", "integer", 2, "Seconds between health probes."),
-    ConfigKey("probeTimeoutSeconds", "integer", 5, "Timeout of one health probe request."),
+    ConfigKey(
+        "probeTimeoutSeconds",
+        "integer",
+        5,
+        "Total deadline of one probe request (connect, headers and body; a trickling answer "
+        "is cut at it).",
+    ),
     ConfigKey(
         "routerPython",
         "string",
