@@ -42,22 +42,13 @@ from nocturna_infra.traffic.watch import LogTail, Outcome, Watch
 def run(
     opts: SwitchOptions, now: Callable[[], datetime], progress: Progress, guard: SignalGuard
 ) -> str:
-    """The whole switch after validation; returns the summary line."""
+    """The whole switch after validation, in order; returns the summary line. Raises
+    SwitchError (or Interrupted before anything changed) with the exit code."""
     targets = ", ".join(opts.servers)
     progress.step(f"switch {opts.upstream_name} to {opts.slot} ({targets})")
     probe_target(opts, progress)
     smoke_gate(opts, progress)
-    tail = None
-    if opts.watch is not None:
-        # From where the log ends now: the new slot's requests all come after this point.
-        tail = LogTail(opts.watch.log)
-        try:
-            tail.start()
-        except OSError as error:
-            msg = f"--watch-log {opts.watch.log}: unreadable ({error.strerror}); nothing changed"
-            raise SwitchError(ExitCode.FILESYSTEM, msg) from None
-        if not opts.watch.log.exists():
-            progress.step(f"watch log {opts.watch.log}: not there yet (read once Nginx writes it)")
+    tail = open_watch_log(opts, progress)
     started = time.time()
     try:
         plan, changed = switch_locked(opts, now, progress, guard)
@@ -65,17 +56,7 @@ def run(
             f"{'switched to' if changed else 'already live:'} {opts.slot} -> {targets} "
             f"({opts.upstream_name}) in {progress.elapsed:.2f}s"
         )
-        if tail is None or opts.watch is None:
-            return summary
-        previous = previous_slot(opts, plan)
-        if not changed or previous is None:
-            tail.close()
-            why = "nothing changed" if not changed else "no previous slot to switch back to"
-            progress.step(f"watch: skipped ({why})")
-            return summary
-        progress.step(f"switch: {summary}")
-        watch_or_switch_back(opts, plan, previous, tail, started, now, progress, guard)
-        return f"{summary}; {opts.slot} passed the {opts.watch.seconds:g}s watch"
+        return after_switch(opts, plan, changed, summary, tail, started, now, progress, guard)
     except Interrupted as interrupted:
         if guard.committed is None:
             raise  # before the first write: main says nothing changed
@@ -85,39 +66,6 @@ def run(
     finally:
         if tail is not None:
             tail.close()
-
-
-def interrupted_after_commit(
-    opts: SwitchOptions,
-    committed: Committed,
-    signum: int,
-    started: float,
-    progress: Progress,
-    guard: SignalGuard,
-) -> SwitchError:
-    """A signal after the flip and before the watch took over: traffic did move, so say so,
-    and close the watch record as interrupted (a stale one must not speak for this switch)."""
-    name = signal.Signals(signum).name
-    if not committed.moved:
-        return SwitchError(
-            128 + signum, f"interrupted by {name}; nothing changed ({committed.slot} was live)"
-        )
-    previous = previous_slot(opts, committed.plan)
-    back = f" (switch to {previous} to go back)" if previous else ""
-    if opts.watch is None:
-        reason = f"interrupted by {name} after the switch; traffic moved to {committed.slot}"
-        return SwitchError(128 + signum, reason + back)
-    if previous is not None:
-        watch = Watch(group_name(opts.upstream_name, opts.slot), started)
-        record = gates.new_record(opts.slot, previous, opts.watch, started)
-        ended = gates.ended("interrupted", f"by {name} after the switch, before the watch", watch)
-        with guard.shielded():
-            _save_record(gates.record_path(opts.upstream_file), {**record, **ended}, progress)
-    reason = (
-        f"interrupted by {name} after the switch; traffic moved to {committed.slot}, "
-        "the watch did not run"
-    )
-    return SwitchError(128 + signum, reason + back)
 
 
 # --- before the lock: the target must prove itself ------------------------------------------
@@ -169,6 +117,22 @@ def smoke_gate(opts: SwitchOptions, progress: Progress) -> None:
         raise SwitchError(ExitCode.UNHEALTHY, f"{opts.slot} failed {failure}; nothing changed")
 
 
+def open_watch_log(opts: SwitchOptions, progress: Progress) -> LogTail | None:
+    """With a watch: follow the access log from where it ends now (every request of the new
+    slot comes after this point); unreadable is refused before anything changes."""
+    if opts.watch is None:
+        return None
+    tail = LogTail(opts.watch.log)
+    try:
+        tail.start()
+    except OSError as error:
+        msg = f"--watch-log {opts.watch.log}: unreadable ({error.strerror}); nothing changed"
+        raise SwitchError(ExitCode.FILESYSTEM, msg) from None
+    if not opts.watch.log.exists():
+        progress.step(f"watch log {opts.watch.log}: not there yet (read once Nginx writes it)")
+    return tail
+
+
 # --- under the lock: the transaction ------------------------------------------------------
 
 
@@ -215,6 +179,31 @@ def _selected_now(opts: SwitchOptions, plan: Plan) -> str | None:
 # --- after the flip: the watch, and the switch back if it fails -----------------------------
 
 
+def after_switch(
+    opts: SwitchOptions,
+    plan: Plan,
+    changed: bool,
+    summary: str,
+    tail: LogTail | None,
+    started: float,
+    now: Callable[[], datetime],
+    progress: Progress,
+    guard: SignalGuard,
+) -> str:
+    """What follows a committed transaction: the watch, when one is asked for and traffic
+    moved from a slot it could go back to; returns the final summary line."""
+    if tail is None or opts.watch is None:
+        return summary
+    previous = previous_slot(opts, plan)
+    if not changed or previous is None:
+        why = "nothing changed" if not changed else "no previous slot to switch back to"
+        progress.step(f"watch: skipped ({why})")
+        return summary
+    progress.step(f"switch: {summary}")
+    watch_or_switch_back(opts, plan, previous, tail, started, now, progress, guard)
+    return f"{summary}; {opts.slot} passed the {opts.watch.seconds:g}s watch"
+
+
 def watch_or_switch_back(
     opts: SwitchOptions,
     plan: Plan,
@@ -250,6 +239,39 @@ def watch_or_switch_back(
             128 + interrupted.signum,
             f"interrupted by {name} during the watch; {live} stays live (saw {watch.summary()})",
         ) from None
+
+
+def interrupted_after_commit(
+    opts: SwitchOptions,
+    committed: Committed,
+    signum: int,
+    started: float,
+    progress: Progress,
+    guard: SignalGuard,
+) -> SwitchError:
+    """A signal after the flip and before the watch took over: traffic did move, so say so,
+    and close the watch record as interrupted (a stale one must not speak for this switch)."""
+    name = signal.Signals(signum).name
+    if not committed.moved:
+        return SwitchError(
+            128 + signum, f"interrupted by {name}; nothing changed ({committed.slot} was live)"
+        )
+    previous = previous_slot(opts, committed.plan)
+    back = f" (switch to {previous} to go back)" if previous else ""
+    if opts.watch is None:
+        reason = f"interrupted by {name} after the switch; traffic moved to {committed.slot}"
+        return SwitchError(128 + signum, reason + back)
+    if previous is not None:
+        watch = Watch(group_name(opts.upstream_name, opts.slot), started)
+        record = gates.new_record(opts.slot, previous, opts.watch, started)
+        ended = gates.ended("interrupted", f"by {name} after the switch, before the watch", watch)
+        with guard.shielded():
+            _save_record(gates.record_path(opts.upstream_file), {**record, **ended}, progress)
+    reason = (
+        f"interrupted by {name} after the switch; traffic moved to {committed.slot}, "
+        "the watch did not run"
+    )
+    return SwitchError(128 + signum, reason + back)
 
 
 def _judge(
