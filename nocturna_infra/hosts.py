@@ -25,6 +25,38 @@ SSH_PATTERN: Final = re.compile(
 )
 SSH_OPT_PATTERN: Final = re.compile(r"^[A-Za-z0-9=_./:@%+,~ -]{1,200}$")
 FIELDS: Final = ("name", "dockerHost", "sshOpts", "publishAddress", "nginxAddress")
+SSH_FILE_PATTERN: Final = re.compile(r"^(?:/|~/)[A-Za-z0-9._/@%+,~-]+$")
+SSH_YES_NO: Final = ("yes", "no")
+# The `-o` options a deploy link needs, each with the values it may take. Everything else is
+# refused: ProxyCommand, LocalCommand (with PermitLocalCommand), KnownHostsCommand, Match exec
+# and the like make ssh run a command; -F/-E read or write other files; -o StrictHostKeyChecking
+# or UserKnownHostsFile=/dev/null would accept any host key on a root-equivalent link.
+SSH_OPTIONS: Final[dict[str, tuple[str, ...] | str]] = {
+    "identityfile": "file",
+    "identitiesonly": SSH_YES_NO,
+    "userknownhostsfile": "file",
+    "stricthostkeychecking": ("yes",),
+    "batchmode": SSH_YES_NO,
+    "connecttimeout": "number",
+    "connectionattempts": "number",
+    "serveraliveinterval": "number",
+    "serveralivecountmax": "number",
+    "tcpkeepalive": SSH_YES_NO,
+    "port": "number",
+    "user": "user",
+    "compression": SSH_YES_NO,
+    "loglevel": ("QUIET", "FATAL", "ERROR", "INFO", "VERBOSE"),
+}
+SSH_OPTION_NAMES: Final = (
+    "IdentityFile, IdentitiesOnly, UserKnownHostsFile, StrictHostKeyChecking=yes, BatchMode, "
+    "ConnectTimeout, ConnectionAttempts, ServerAliveInterval, ServerAliveCountMax, TCPKeepAlive, "
+    "Port, User, Compression, LogLevel"
+)
+SSH_FLAGS_WITH_VALUE: Final = {"-i": "identityfile", "-p": "port", "-l": "user", "-o": ""}
+SSH_FLAGS: Final = ("-4", "-6", "-C", "-q")
+SSH_ALLOWED: Final = (
+    f"allowed: -i FILE, -p PORT, -l USER, {', '.join(SSH_FLAGS)} and -o with {SSH_OPTION_NAMES}"
+)
 DEFAULT_HOST_NAME: Final = "local"
 
 
@@ -171,6 +203,7 @@ def _parse_host(
         )
     if ssh_opts and not docker_host.startswith("ssh://"):
         fail(f"{key}.sshOpts", "is only used with an ssh:// dockerHost", ssh_opts)
+    _check_ssh_opts(ssh_opts, f"{key}.sshOpts", fail)
     default_publish = bind_address if index == 0 else None
     publish = item.get("publishAddress", default_publish)
     if publish is None:
@@ -219,3 +252,57 @@ def _parse_host(
         publish_address=str(publish),
         nginx_address=url_host(nginx),
     )
+
+
+def _check_ssh_opts(args: list[str], key: str, fail: Fail) -> None:
+    """Only the ssh options a deploy link needs (`SSH_OPTIONS`), with values of their kind: the
+    docker provider hands `sshOpts` to the ssh it runs as the user running Pulumi."""
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        flag = arg[:2]
+        if arg in SSH_FLAGS:
+            index += 1
+            continue
+        if flag not in SSH_FLAGS_WITH_VALUE:
+            fail(key, f"{arg!r} is not an ssh option a deploy link needs; {SSH_ALLOWED}", arg)
+        if len(arg) > 2:
+            value = arg[2:]
+            index += 1
+        elif index + 1 < len(args):
+            value = args[index + 1]
+            index += 2
+        else:
+            fail(key, f"{arg} needs a value; {SSH_ALLOWED}", arg)
+        if flag == "-o":
+            name, _, option_value = value.replace(" ", "=", 1).partition("=")
+            _check_ssh_option(name, option_value, value, key, fail)
+        else:
+            _check_ssh_option(SSH_FLAGS_WITH_VALUE[flag], value, f"{flag} {value}", key, fail)
+
+
+def _check_ssh_option(name: str, value: str, given: str, key: str, fail: Fail) -> None:
+    kind = SSH_OPTIONS.get(name.lower())
+    if kind is None:
+        fail(key, f"ssh option {name!r} is not allowed; {SSH_ALLOWED}", given)
+    if name.lower() == "stricthostkeychecking" and value.lower() != "yes":
+        fail(
+            key,
+            "StrictHostKeyChecking must be yes (anything else accepts a host key nobody "
+            "checked); pin the host key in a UserKnownHostsFile (docs/hosts.md)",
+            given,
+        )
+    if kind == "file":
+        ok = bool(SSH_FILE_PATTERN.fullmatch(value)) and not value.startswith("/dev/")
+        what = "an absolute or ~/ path of a file (not /dev/null)"
+    elif kind == "number":
+        ok = value.isascii() and value.isdigit() and 0 < int(value) <= 65535
+        what = "a whole number"
+    elif kind == "user":
+        ok = bool(re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", value))
+        what = "a user name"
+    else:
+        ok = value.lower() in {choice.lower() for choice in kind}
+        what = " or ".join(kind)
+    if not ok:
+        fail(key, f"ssh option {name} must be {what}", given)

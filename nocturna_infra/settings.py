@@ -24,7 +24,12 @@ import yaml
 from nocturna_infra.hosts import HostSettings, parse_hosts
 from nocturna_infra.provider_form import cpus_form, nano_cpus_read_back, parse_cpus
 from nocturna_infra.slot import PRODUCTION_SLOTS, Slot
-from nocturna_infra.traffic.smoke import SmokeCheck, SmokeDefinitionError, parse_checks
+from nocturna_infra.traffic.smoke import (
+    TEMPLATE_RE,
+    SmokeCheck,
+    SmokeDefinitionError,
+    parse_checks,
+)
 
 PROJECT: Final = "nocturna-infra"
 
@@ -266,7 +271,8 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "array",
         [],
         "Requests the target slot must answer correctly after its health probes and before "
-        "any traffic moves (name, method, path, headers with ${VAR} secrets, body or bodyFile, "
+        "any traffic moves (name, method, path, headers with ${API_KEY} or ${<env variable>}, "
+        "body or bodyFile inside the project, "
         "expectStatus, expectContains, expectJsonField/expectJsonValue, timeoutSeconds); "
         "see docs/switch.md.",
         items="object",
@@ -306,7 +312,13 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
     ),
     ConfigKey("probeAttempts", "integer", 30, "Health probes of the target before giving up."),
     ConfigKey("probeIntervalSeconds", "integer", 2, "Seconds between health probes."),
-    ConfigKey("probeTimeoutSeconds", "integer", 5, "Timeout of one health probe request."),
+    ConfigKey(
+        "probeTimeoutSeconds",
+        "integer",
+        5,
+        "Total deadline of one probe request (connect, headers and body; a trickling answer "
+        "is cut at it).",
+    ),
     ConfigKey(
         "routerPython",
         "string",
@@ -327,7 +339,9 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         [],
         "Docker hosts running the slots, one Nginx in front (docs/hosts.md): objects with "
         "name, dockerHost (unix:///path or ssh://user@host[:port]; may be empty for the "
-        "first host: the default docker provider), sshOpts (ssh arguments), "
+        "first host: the default docker provider), sshOpts (ssh arguments from an "
+        "allow-list: identity and known-hosts files, StrictHostKeyChecking=yes, port, user, "
+        "timeouts; docs/hosts.md), "
         "publishAddress (IP the ports are published on; the first host defaults to "
         "bindAddress) and nginxAddress (how Nginx reaches that host; default "
         "publishAddress). Empty: one local host.",
@@ -686,6 +700,8 @@ def parse_settings(
                 "Use apiKey for API_KEY and the matching keys for the others.",
             )
 
+    gates = _gates(read, project_dir)
+    _smoke_templates(read, gates.smoke_checks, env)
     return Settings(
         environment=environment,
         active_slot=active_slot,
@@ -713,7 +729,7 @@ def parse_settings(
         )
         or default_state_stack,
         api_key=api_key,
-        gates=_gates(read, project_dir),
+        gates=gates,
         env_secret="env" in secret_keys,
         hosts=parse_hosts(
             raw.get("hosts"),
@@ -722,6 +738,26 @@ def parse_settings(
             fail=lambda name, problem, value: read.fail(name, problem, value),
         ),
     )
+
+
+def _smoke_templates(read: _Reader, checks: tuple[SmokeCheck, ...], env: Mapping[str, str]) -> None:
+    """A header template may name only what the router hands the switch in its own secret
+    environment: API_KEY and the stack's `env` variables (the live slot's values). Anything
+    else would come from the environment `pulumi up` runs in, with its passphrase and cloud
+    credentials, and go to the slot."""
+    allowed = {"API_KEY", *env}
+    for index, check in enumerate(checks):
+        for name, value in check.headers:
+            unknown = sorted(set(TEMPLATE_RE.findall(value)) - allowed)
+            if unknown:
+                read.fail(
+                    f"smokeChecks[{index}].headers.{name}",
+                    f"names ${{{unknown[0]}}}, but a template may name only ${{API_KEY}} and "
+                    "the variables of env (the router hands the switch only those)",
+                    value,
+                    f"Declare it with `pulumi config set --secret --path env.{unknown[0]} ...` "
+                    "if the service should have it too.",
+                )
 
 
 def _slot_ports(read: _Reader, environment: Environment) -> dict[Slot, int]:
@@ -882,9 +918,15 @@ def _router(read: _Reader) -> RouterSettings:
             read.fail(name, "must be a command line such as 'nginx -t'", text)
         commands[name] = text
     verify_url = read.string("verifyUrl")
-    if verify_url and not re.fullmatch(
-        r"https?://(127\.[0-9.]+|localhost|\[::1\])(:\d+)?/\S*", verify_url
-    ):
+    if re.match(r"https?://localhost[:/]", verify_url, re.IGNORECASE):
+        read.fail(
+            "verifyUrl",
+            "localhost may resolve to ::1, where any local user may listen and would receive "
+            "the smoke checks' bearer key during the watch; use 127.0.0.1 (as Nginx's "
+            "verification server listens), e.g. http://127.0.0.1:8099/nocturna-verify",
+            verify_url,
+        )
+    if verify_url and not re.fullmatch(r"https?://(127\.[0-9.]+|\[::1\])(:\d+)?/\S*", verify_url):
         read.fail(
             "verifyUrl",
             "must be empty or an http(s) URL on a loopback address, such as "

@@ -27,6 +27,13 @@ class Backend:
     - `healthy_after`: seconds after start during which /health answers 503.
     - `wrong_service`: /health answers 200 with another service's JSON.
     - `render_status`: status of POST /render (the smoke request).
+    - `render_json`: POST /render answers JSON `{"data": {"format": "png"}}` instead of PNG bytes.
+    - `echo_authorization`: once `echo_after` requests other than /health were answered, POST
+      /render quotes the request's Authorization header: `"json"` as `data.format`, `"body"`
+      in a 500 body where it starts `echo_offset` bytes in (a careless release).
+    - `trickle`: /health and POST answers are sent one byte every `trickle` seconds
+      (`trickle_part`: `"headers"` or `"body"` trickles; `trickle_health` False spares /health),
+      as a wedged release might.
     """
 
     slot: str
@@ -37,6 +44,13 @@ class Backend:
     fail_after: int | None = None
     """Once this many requests other than /health were answered, those answer 500 (a release
     that breaks after the switch; /health stays 200)."""
+    render_json: bool = False
+    echo_authorization: str | None = None
+    echo_after: int = 0
+    echo_offset: int = 190
+    trickle: float = 0.0
+    trickle_part: str = "body"
+    trickle_health: bool = True
     served: int = 0
     requests_seen: int = 0
     last_host: str | None = None
@@ -120,6 +134,37 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _trickled(self, status: int, body: bytes) -> None:
+        """Headers or body one byte at a time, each after `trickle` seconds."""
+        head = (
+            f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        slow, fast = (head, b"") if self.owner.trickle_part == "headers" else (b"", head)
+        self.close_connection = True
+        try:
+            self.wfile.write(fast)
+            for index in range(len(slow)):
+                time.sleep(self.owner.trickle)
+                self.wfile.write(slow[index : index + 1])
+            for index in range(len(body)):
+                time.sleep(self.owner.trickle)
+                self.wfile.write(body[index : index + 1])
+        except OSError:
+            pass  # the client gave up, as it should
+
+    def _echo(self) -> bool:
+        """Quote the Authorization header as `echo_authorization` says; False if not (yet)."""
+        owner = self.owner
+        if owner.echo_authorization is None or owner.served <= owner.echo_after:
+            return False
+        auth = self.headers.get("Authorization") or ""
+        if owner.echo_authorization == "json":
+            self._json(200, {"data": {"format": auth}})
+        else:
+            self._reply(500, b"e" * owner.echo_offset + auth.encode(), "text/plain")
+        return True
+
     def _json(self, status: int, payload: dict[str, Any]) -> None:
         self._reply(status, json.dumps(payload, separators=(",", ":")).encode(), "application/json")
 
@@ -139,7 +184,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.headers.get("X-Real-IP"),
         )
         parts = urlsplit(self.path)
-        if parts.path == "/health":
+        if parts.path == "/health" and self.owner.trickle and self.owner.trickle_health:
+            status, payload = self.owner.health()
+            self._trickled(status, json.dumps(payload).encode())
+        elif parts.path == "/health":
             self._json(*self.owner.health())
         elif self._broken():
             self._json(500, {"error": {"code": "RENDER_ERROR"}, "slot": self.owner.slot})
@@ -148,6 +196,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Location", "/health")
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif parts.path == "/big":  # an answer of `n` bytes
+            size = int(parse_qs(parts.query).get("n", ["1024"])[0])
+            self._reply(200, b"x" * size, "text/plain")
         elif parts.path == "/slow":
             seconds = float(parse_qs(parts.query).get("s", ["2"])[0])
             time.sleep(seconds)
@@ -161,9 +212,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.owner.last_authorization = self.headers.get("Authorization")
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
-        if self._broken():
+        if self.owner.trickle:
+            self._trickled(200, b'{"data":{"format":"png"}}')
+        elif self._broken():
             self._json(500, {"error": {"code": "RENDER_ERROR"}, "slot": self.owner.slot})
+        elif self._echo():
+            pass
         elif urlsplit(self.path).path == "/render" and self.owner.render_status == 200:
-            self._reply(200, PNG_BYTES, "image/png")
+            if self.owner.render_json:
+                self._json(200, {"data": {"format": "png"}})
+            else:
+                self._reply(200, PNG_BYTES, "image/png")
         else:
             self._json(self.owner.render_status, {"error": "render failed"})

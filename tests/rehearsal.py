@@ -223,10 +223,10 @@ class ApplyingMocks(harness.Recorder):
         raise ApplyError(msg)
 
     def _command(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        check_inputs("Command", inputs, {"create", "triggers", "logging", "environment"})
+        check_inputs("Command", inputs, {"create", "triggers", "logging", "environment", "dir"})
         done = subprocess.run(
             ["/bin/sh", "-c", inputs["create"]],
-            cwd=self.project_dir,
+            cwd=inputs.get("dir", self.project_dir),  # pulumi-command: `dir`, else its own cwd
             env={**os.environ, **inputs.get("environment", {})},
             capture_output=True,
             text=True,

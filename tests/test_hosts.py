@@ -128,3 +128,99 @@ def test_one_host_keeps_the_single_host_release_and_more_hosts_cover_every_build
     two = hosts_release("sha256:aa", {"h2": "sha256:" + "1" * 64})
     assert two != "sha256:aa"
     assert two != hosts_release("sha256:aa", {"h2": "sha256:" + "2" * 64})
+
+
+# --- sshOpts: only what a deploy link needs (issue 17, finding 2) ------------------------------
+
+SSH_KEY = "nocturna-infra:hosts[1].sshOpts"
+ALLOWED = (
+    "allowed: -i FILE, -p PORT, -l USER, -4, -6, -C, -q and -o with IdentityFile, "
+    "IdentitiesOnly, UserKnownHostsFile, StrictHostKeyChecking=yes, BatchMode, ConnectTimeout, "
+    "ConnectionAttempts, ServerAliveInterval, ServerAliveCountMax, TCPKeepAlive, Port, User, "
+    "Compression, LogLevel"
+)
+
+
+def ssh_hosts(*opts: str) -> str:
+    return hosts({"name": "local"}, {**H2, "publishAddress": "127.0.0.2", "sshOpts": list(opts)})
+
+
+@pytest.mark.parametrize(
+    ("opts", "message"),
+    [
+        pytest.param(
+            ["-oProxyCommand=nc %h %p"],
+            f"{SSH_KEY}: ssh option 'ProxyCommand' is not allowed; {ALLOWED}; "
+            "got 'ProxyCommand=nc %h %p'.",
+            id="proxy-command-joined",
+        ),
+        pytest.param(
+            ["-o", "PermitLocalCommand=yes", "-o", "LocalCommand=touch /tmp/pwned"],
+            f"{SSH_KEY}: ssh option 'PermitLocalCommand' is not allowed; {ALLOWED}; "
+            "got 'PermitLocalCommand=yes'.",
+            id="permit-local-command",
+        ),
+        pytest.param(
+            ["-o", "LocalCommand=touch /tmp/pwned"],
+            f"{SSH_KEY}: ssh option 'LocalCommand' is not allowed; {ALLOWED}; "
+            "got 'LocalCommand=touch /tmp/pwned'.",
+            id="local-command",
+        ),
+        pytest.param(
+            ["-F", "/tmp/evil_config"],
+            f"{SSH_KEY}: '-F' is not an ssh option a deploy link needs; {ALLOWED}; got '-F'.",
+            id="config-file",
+        ),
+        pytest.param(
+            ["-E", "/etc/cron.d/x"],
+            f"{SSH_KEY}: '-E' is not an ssh option a deploy link needs; {ALLOWED}; got '-E'.",
+            id="log-file",
+        ),
+        pytest.param(
+            ["-o", "StrictHostKeyChecking=no"],
+            f"{SSH_KEY}: StrictHostKeyChecking must be yes (anything else accepts a host key "
+            "nobody checked); pin the host key in a UserKnownHostsFile (docs/hosts.md); "
+            "got 'StrictHostKeyChecking=no'.",
+            id="strict-host-key-checking-no",
+        ),
+        pytest.param(
+            ["-o", "StrictHostKeyChecking accept-new"],
+            f"{SSH_KEY}: StrictHostKeyChecking must be yes (anything else accepts a host key "
+            "nobody checked); pin the host key in a UserKnownHostsFile (docs/hosts.md); "
+            "got 'StrictHostKeyChecking accept-new'.",
+            id="accept-new-with-a-space",
+        ),
+        pytest.param(
+            ["-o", "UserKnownHostsFile=/dev/null"],
+            f"{SSH_KEY}: ssh option UserKnownHostsFile must be an absolute or ~/ path of a file "
+            "(not /dev/null); got 'UserKnownHostsFile=/dev/null'.",
+            id="known-hosts-dev-null",
+        ),
+        pytest.param(
+            ["-o"],
+            f"{SSH_KEY}: -o needs a value; {ALLOWED}; got '-o'.",
+            id="dangling-o",
+        ),
+    ],
+)
+def test_ssh_options_that_run_commands_or_skip_host_keys_are_refused(
+    project: Path, opts: list[str], message: str
+) -> None:
+    assert_config_error(project, message, allowNonLoopbackBind="true", hosts=ssh_hosts(*opts))
+
+
+def test_documented_ssh_options_are_accepted(project: Path) -> None:
+    documented = (
+        "-i", "/etc/nocturna/deploy_key",
+        "-o", "UserKnownHostsFile=/etc/nocturna/known_hosts",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", "BatchMode=yes",
+        "-o", "ConnectTimeout=5",
+        "-o", "IdentitiesOnly=yes",
+        "-o", "ServerAliveInterval=15",
+        "-p", "2222",
+        "-oLogLevel=ERROR",
+    )  # fmt: skip
+    settings = parse(project, allowNonLoopbackBind="true", hosts=ssh_hosts(*documented))
+
+    assert settings.hosts[1].ssh_opts == documented

@@ -351,6 +351,14 @@ def test_every_declared_key_has_a_default_or_is_secret() -> None:
             id="verify-url-not-loopback",
         ),
         pytest.param(
+            {"verifyUrl": "http://localhost:8099/nocturna-verify"},
+            "nocturna-infra:verifyUrl: localhost may resolve to ::1, where any local user may "
+            "listen and would receive the smoke checks' bearer key during the watch; use "
+            "127.0.0.1 (as Nginx's verification server listens), e.g. "
+            "http://127.0.0.1:8099/nocturna-verify; got 'http://localhost:8099/nocturna-verify'.",
+            id="verify-url-localhost",
+        ),
+        pytest.param(
             {"smokePath": "render"},
             "nocturna-infra:smokePath: must be empty or a URL path starting with /; got 'render'.",
             id="smoke-path",
@@ -712,3 +720,79 @@ def test_watch_log_must_be_an_absolute_path(project: Path) -> None:
         "nocturna-infra:watchLog: must be an absolute file path without '..'; got 'slots.log'.",
         watchLog="slots.log",
     )
+
+
+# --- templates and body files reach only what they may (issue 17, finding 3) -------------------
+
+
+@pytest.mark.parametrize(
+    "variable", ["PULUMI_CONFIG_PASSPHRASE", "AWS_SECRET_ACCESS_KEY", "HOME"], ids=str.lower
+)
+def test_smoke_header_naming_a_variable_of_the_pulumi_environment_is_refused(
+    project: Path, variable: str
+) -> None:
+    checks = [{k: v for k, v in RENDER_CHECK.items() if k != "bodyFile"}]
+    checks[0]["headers"] = {"Authorization": f"Bearer ${{{variable}}}"}
+
+    assert_config_error(
+        project,
+        f"nocturna-infra:smokeChecks[0].headers.Authorization: names ${{{variable}}}, but a "
+        "template may name only ${API_KEY} and the variables of env (the router hands the "
+        f"switch only those); got 'Bearer ${{{variable}}}'. Declare it with `pulumi config set "
+        f"--secret --path env.{variable} ...` if the service should have it too.",
+        smokeChecks=json.dumps(checks),
+    )
+
+
+def test_smoke_header_may_name_the_api_key_and_env_variables(project: Path) -> None:
+    checks = [{k: v for k, v in RENDER_CHECK.items() if k != "bodyFile"}]
+    checks[0]["headers"] = {"Authorization": "Bearer ${API_KEY}", "X-Tenant": "${TENANT}"}
+
+    settings = parse(project, smokeChecks=json.dumps(checks), env='{"TENANT": "acme"}')
+
+    assert settings.gates.smoke_checks[0].variables == {"API_KEY", "TENANT"}
+
+
+@pytest.mark.parametrize(
+    ("body_file", "problem"),
+    [
+        pytest.param(
+            "../outside.json",
+            "must be a file path inside the project directory (relative, no '..')",
+            id="dot-dot",
+        ),
+        pytest.param(
+            "smoke/../../outside.json",
+            "must be a file path inside the project directory (relative, no '..')",
+            id="dot-dot-inside",
+        ),
+        pytest.param(
+            "smoke/link.json",
+            "must stay inside {project} (it resolves to {outside})",
+            id="symlink-out",
+        ),
+    ],
+)
+def test_smoke_body_file_outside_the_project_is_refused(
+    tmp_path: Path, body_file: str, problem: str
+) -> None:
+    (tmp_path / "project").mkdir()
+    project = make_project(tmp_path / "project")
+    outside = tmp_path / "outside.json"
+    outside.write_text('{"secret": "root:hash"}')
+    (project / "smoke").mkdir()
+    (project / "smoke" / "link.json").symlink_to(outside)
+    checks = json.dumps([{**RENDER_CHECK, "bodyFile": body_file}])
+
+    assert_config_error(
+        project,
+        f"nocturna-infra:smokeChecks[0].bodyFile: "
+        f"{problem.format(project=project.resolve(), outside=outside)}; got {body_file!r}.",
+        smokeChecks=checks,
+    )
+
+
+def test_verify_url_on_127_0_0_1_is_kept(project: Path) -> None:
+    url = "http://127.0.0.1:8099/nocturna-verify"
+
+    assert parse(project, verifyUrl=url).router.verify_url == url

@@ -296,3 +296,11 @@ def gated_switch_command(
 def switch_environment_names(settings: Settings) -> frozenset[str]:
     """Environment variables the smoke checks' templates name."""
     return frozenset(name for check in settings.gates.smoke_checks for name in check.variables)
+
+
+def switch_environment(
+    names: frozenset[str], live_secrets: Mapping[str, str], env: Mapping[str, str]
+) -> dict[str, str]:
+    """The switch's secret environment: each name the templates use, from the live slot's
+    secrets (API_KEY, a secret `env`) or else the stack's plain `env`."""
+    return {name: live_secrets.get(name, env.get(name, "")) for name in sorted(names)}

@@ -159,7 +159,7 @@ def main(project_dir: Path | None = None) -> None:
     ]
     slots = per_host[0]
     host_ports = {slot: _host_port(declared.container_args) for slot, declared in slots.items()}
-    router = _declare_router(settings, live, bases, per_host)
+    router = _declare_router(settings, live, bases, per_host, project_dir)
     recorded_release = (
         pulumi.Output.from_input(previous.release)
         if switching and previous is not None and previous.release
@@ -183,8 +183,12 @@ def _declare_router(
     live: Slot,
     bases: Sequence[HostBase],
     per_host: Sequence[dict[Slot, DeclaredSlot]],
+    project_dir: Path,
 ) -> Router:
-    """The switch, given every slot's server on every host (the first host's as before)."""
+    """The switch, given every slot's server on every host (the first host's as before). It
+    runs in the project directory when a smoke check reads a body file there (by its path:
+    the body stays off the command line)."""
+    body_files = any(check.body_file for check in settings.gates.smoke_checks)
     slots = per_host[0]
     all_ports = _ports_by_slot(settings, slots)
     more = [
@@ -207,9 +211,8 @@ def _declare_router(
             ),
             selection_dir=settings.router.selection_dir,
             live_container=slots[live].container.container_id,
-            environment=_switch_environment(
-                settings, slots[live].secret_env.apply(lambda env: env["API_KEY"])
-            ),
+            environment=_switch_environment(settings, slots[live].secret_env),
+            directory=str(project_dir) if body_files else None,
             # Only containers: in a switch or rollback, nothing it waits for waits for a build.
             depends_on=[declared.container for host in per_host for declared in host.values()],
         ),
@@ -343,13 +346,17 @@ def switched_back(settings: Settings) -> tuple[Slot, Slot] | None:
 
 
 def _switch_environment(
-    settings: Settings, live_key: pulumi.Output[str]
+    settings: Settings, live_secrets: pulumi.Output[dict[str, str]]
 ) -> pulumi.Output[dict[str, str]] | None:
-    """The live slot's API key for checks naming `${API_KEY}`: secret, so the state keeps it
-    encrypted; other names come from the environment `pulumi up` runs in."""
-    if "API_KEY" not in render.switch_environment_names(settings):
+    """What the smoke checks' templates name, from the live slot (its API key, its secret
+    `env` or the plain `env`): secret, so the state keeps it encrypted. Settings refuse any
+    other name, so nothing comes from the environment `pulumi up` runs in."""
+    names = render.switch_environment_names(settings)
+    if not names:
         return None
-    environment: pulumi.Output[dict[str, str]] = live_key.apply(lambda key: {"API_KEY": key})
+    environment: pulumi.Output[dict[str, str]] = live_secrets.apply(
+        lambda found: render.switch_environment(names, found, settings.env)
+    )
     return pulumi.Output.secret(environment)
 
 

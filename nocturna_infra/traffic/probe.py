@@ -1,5 +1,6 @@
 """HTTP checks the switch relies on: health and smoke probes of the target, and verification
-through Nginx. Each check is one request on a fresh connection; retry loops live in the caller.
+through Nginx. Each check is one request on a fresh connection with a total deadline (`fetch`);
+retry loops live in the caller.
 
 Fresh connections matter for verification: a kept-alive connection would stay with an old Nginx
 worker and keep reporting the old upstream after a reload.
@@ -12,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Final
 
-import requests
+from nocturna_infra.traffic.fetch import FetchError, Reply, fetch
 
 VERIFY_HEADER: Final = "X-Nocturna-Upstream"
 """Response header in which Nginx's loopback verification server reports `$upstream_addr`."""
@@ -42,7 +43,7 @@ class CheckResult:
     upstream: str | None = None
 
 
-def _send(check: Check, timeout: float) -> requests.Response:
+def _send(check: Check, timeout: float) -> Reply:
     headers = {"Connection": "close", "User-Agent": "nocturna-switch"}
     if check.host_header:
         headers["Host"] = check.host_header
@@ -50,38 +51,23 @@ def _send(check: Check, timeout: float) -> requests.Response:
         headers["Authorization"] = f"Bearer {check.bearer_token}"
     if check.body is not None:
         headers["Content-Type"] = "application/json"
-    with requests.Session() as session:
-        session.trust_env = False  # an HTTP(S)_PROXY variable must never reroute a probe
-        return session.request(
-            check.method,
-            check.url,
-            data=check.body.encode() if check.body is not None else None,
-            headers=headers,
-            timeout=timeout,
-            allow_redirects=False,  # a redirect means the wrong port or path, not health
-        )
-
-
-def _describe_error(error: requests.RequestException) -> str:
-    if isinstance(error, requests.Timeout):
-        return "timed out"
-    if isinstance(error, requests.ConnectionError):
-        return "refused the connection"
-    return f"failed ({type(error).__name__})"
+    body = check.body.encode() if check.body is not None else None
+    return fetch(check.method, check.url, headers, body, deadline=timeout)
 
 
 def run_check(check: Check, timeout: float) -> CheckResult:
-    """Send `check` once and judge the response by status, content type and body text."""
+    """Send `check` once (all of it within `timeout` seconds) and judge the response by
+    status, content type and body text."""
     try:
         response = _send(check, timeout)
-    except requests.RequestException as error:
-        return CheckResult(ok=False, detail=_describe_error(error))
-    status = response.status_code
-    upstream = response.headers.get(VERIFY_HEADER)
+    except FetchError as error:
+        return CheckResult(ok=False, detail=str(error))
+    status = response.status
+    upstream = response.headers.get(VERIFY_HEADER.lower())
     if status != check.status:
         return CheckResult(False, f"returned {status}, expected {check.status}", status, upstream)
     if check.content_type is not None:
-        got = response.headers.get("Content-Type", "")
+        got = response.headers.get("content-type", "")
         if not got.startswith(check.content_type):
             detail = f"returned Content-Type {got!r}, expected {check.content_type!r}"
             return CheckResult(False, detail, status, upstream)

@@ -18,6 +18,8 @@ from typing import Final
 
 DEFAULT_MODE: Final = 0o644
 """Upstream and selection files: Nginx workers (not root) read them; only the owner writes."""
+RECORD_MODE: Final = 0o600
+"""The watch record: it quotes what the release answered (masked, but owner-only anyway)."""
 LOCK_MODE: Final = 0o600
 """The lock file: whoever can open it can take the lock and block every switch."""
 _NOFOLLOW: Final = os.O_NOFOLLOW | os.O_CLOEXEC

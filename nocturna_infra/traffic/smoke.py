@@ -22,12 +22,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
-import requests
-
+from nocturna_infra.traffic.fetch import FetchError, Reply, fetch
+from nocturna_infra.traffic.masking import excerpt
 from nocturna_infra.traffic.probe import VERIFY_HEADER
 
 FIELDS: Final = (
@@ -54,7 +54,6 @@ MAX_BODY_BYTES: Final = 64 * 1024
 MAX_CHECKS: Final = 20
 DEFAULT_TIMEOUT: Final = 10.0
 BODY_HEAD_BYTES: Final = 200
-MASK: Final = "***"
 
 
 class SmokeDefinitionError(ValueError):
@@ -70,6 +69,9 @@ class SmokeCheck:
     method: str = "GET"
     headers: tuple[tuple[str, str], ...] = ()
     body: str | None = None
+    body_file: str | None = None
+    """Where `body` came from (relative to the project): `to_json` passes the path, not the
+    content, so a body never sits on the switch's command line."""
     status: int = 200
     contains: str | None = None
     json_field: str | None = None
@@ -83,11 +85,14 @@ class SmokeCheck:
         return frozenset(name for _, value in self.headers for name in TEMPLATE_RE.findall(value))
 
     def to_json(self) -> dict[str, Any]:
-        """The definition as `--smoke-checks` takes it (bodies inline, templates unresolved)."""
+        """The definition as `--smoke-checks` takes it (a body file by its path, read by the
+        switch in the project directory; templates unresolved)."""
         data: dict[str, Any] = {"name": self.name, "method": self.method, "path": self.path}
         if self.headers:
             data["headers"] = dict(self.headers)
-        if self.body is not None:
+        if self.body_file is not None:
+            data["bodyFile"] = self.body_file
+        elif self.body is not None:
             data["body"] = self.body
         data["expectStatus"] = self.status
         if self.contains is not None:
@@ -152,6 +157,7 @@ def _parse_check(item: object, where: str, base_dir: Path | None) -> SmokeCheck:
         _fail(f"{where}.path", "is required: a URL path starting with / (no spaces)", path)
     headers = _headers(item.get("headers", {}), f"{where}.headers")
     body = _body(item, where, base_dir)
+    body_file = item.get("bodyFile")
     if ("body" in item or "bodyFile" in item) and method in ("GET", "HEAD"):
         _fail(f"{where}.method", "cannot send a body; use POST, PUT or PATCH", method)
     status = item.get("expectStatus", 200)
@@ -179,6 +185,7 @@ def _parse_check(item: object, where: str, base_dir: Path | None) -> SmokeCheck:
         method=method,
         headers=headers,
         body=body,
+        body_file=body_file,
         status=status,
         contains=contains,
         json_field=json_field,
@@ -226,11 +233,23 @@ def _body(item: dict[str, Any], where: str, base_dir: Path | None) -> str | None
 
 
 def _read_body_file(value: object, where: str, base_dir: Path | None) -> str | None:
+    """The file's text; it must stay inside `base_dir` (the project): its content goes to the
+    slot, and a path out of it (`../../etc/passwd`, a symlink) would send any file there."""
+    allowed = "a file path inside the project directory (relative, no '..')"
     if not isinstance(value, str) or not value or value.startswith("/"):
-        _fail(where, "must be a file path relative to the project directory", value)
+        _fail(where, f"must be {allowed}", value)
+    if ".." in Path(value).parts:
+        _fail(where, f"must be {allowed}", value)
     if base_dir is None:
         return None
-    path = (base_dir / value).resolve()
+    root = base_dir.resolve()
+    path = (root / value).resolve()
+    if not path.is_relative_to(root):
+        _fail(where, f"must stay inside {root} (it resolves to {path})", value)
+    if path.exists() and not path.is_file():
+        _fail(
+            where, f"must name a readable UTF-8 file under {base_dir} (not a regular file)", value
+        )
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
@@ -267,30 +286,21 @@ class SmokeResult:
         return f"{self.label} {self.detail}"
 
 
-@dataclass
-class _Secrets:
-    values: list[str] = field(default_factory=list)
-
-    def mask(self, text: str) -> str:
-        for value in sorted(self.values, key=len, reverse=True):
-            text = text.replace(value, MASK)
-        return text
-
-
-def _resolve(text: str, environ: Mapping[str, str], secrets: _Secrets) -> str:
+def _resolve(text: str, environ: Mapping[str, str], secrets: list[str]) -> str:
     def substitute(match: re.Match[str]) -> str:
         value = environ.get(match.group(1), "")
         if value:
-            secrets.values.append(value)
+            secrets.append(value)
         return value
 
     return TEMPLATE_RE.sub(substitute, text)
 
 
-def _judge(check: SmokeCheck, response: requests.Response, secrets: _Secrets) -> str | None:
-    """None if the response meets every expectation, else why not (body quoted, masked)."""
-    status = response.status_code
-    head = secrets.mask(response.content[:BODY_HEAD_BYTES].decode("utf-8", "replace"))
+def _judge(check: SmokeCheck, response: Reply, secrets: list[str]) -> str | None:
+    """None if the response meets every expectation, else why not (body quoted, masked before
+    it is cut: a key crossing the cut must not leave its first part readable)."""
+    status = response.status
+    head = excerpt(response.text, BODY_HEAD_BYTES, secrets)
     quoted = f": {head!r}" if head else " (empty body)"
     if status != check.status:
         return f"returned {status}, expected {check.status}{quoted}"
@@ -307,7 +317,8 @@ def _judge(check: SmokeCheck, response: requests.Response, secrets: _Secrets) ->
             value = value[part]
         if check.has_json_value and value != check.json_value:
             return (
-                f"returned {status} with {check.json_field}={json.dumps(value)[:80]}, "
+                f"returned {status} with {check.json_field}="
+                f"{excerpt(json.dumps(value), 80, secrets)}, "
                 f"expected {json.dumps(check.json_value)}"
             )
         if not check.has_json_value and value in (None, "", [], {}):
@@ -321,39 +332,28 @@ def run_check(
     environ: Mapping[str, str],
     host_header: str | None = None,
 ) -> SmokeResult:
-    """Send `check` once on a fresh connection to `base_url` + its path."""
+    """Send `check` once on a fresh connection to `base_url` + its path, all of it within
+    its `timeoutSeconds`."""
     url = base_url.rstrip("/") + check.path
-    secrets = _Secrets()
+    secrets: list[str] = []
     headers = {"Connection": "close", "User-Agent": "nocturna-switch"}
     if host_header:
         headers["Host"] = host_header
     if check.body is not None:
         headers["Content-Type"] = "application/json"
     headers.update({name: _resolve(value, environ, secrets) for name, value in check.headers})
+    body = check.body.encode() if check.body is not None else None
     try:
-        with requests.Session() as session:
-            session.trust_env = False  # an HTTP(S)_PROXY variable must never reroute a check
-            response = session.request(
-                check.method,
-                url,
-                data=check.body.encode() if check.body is not None else None,
-                headers=headers,
-                timeout=check.timeout,
-                allow_redirects=False,
-            )
-    except requests.Timeout:
-        return SmokeResult(check, url, False, f"timed out after {check.timeout:g}s")
-    except requests.ConnectionError:
-        return SmokeResult(check, url, False, "refused the connection")
-    except requests.RequestException as error:
-        return SmokeResult(check, url, False, f"failed ({type(error).__name__})")
-    seconds = response.elapsed.total_seconds()
-    upstream = response.headers.get(VERIFY_HEADER)
+        response = fetch(check.method, url, headers, body, deadline=check.timeout)
+    except FetchError as error:
+        return SmokeResult(check, url, False, str(error))
+    seconds = response.seconds
+    upstream = response.headers.get(VERIFY_HEADER.lower())
     problem = _judge(check, response, secrets)
     if problem is not None:
-        return SmokeResult(check, url, False, problem, response.status_code, upstream, seconds)
-    detail = f"{response.status_code} in {seconds:.2f}s"
-    return SmokeResult(check, url, True, detail, response.status_code, upstream, seconds)
+        return SmokeResult(check, url, False, problem, response.status, upstream, seconds)
+    detail = f"{response.status} in {seconds:.2f}s"
+    return SmokeResult(check, url, True, detail, response.status, upstream, seconds)
 
 
 def run_checks(

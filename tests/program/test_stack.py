@@ -607,10 +607,58 @@ def test_smoke_checks_reach_the_switch_as_templates_and_the_key_as_a_secret_env(
     assert " --watch-seconds 30 --watch-log /var/log/nginx/nocturna-slots.log " in command
 
 
+def test_switch_output_is_secret_by_choice_when_the_key_is_in_its_environment(
+    project: Path,
+) -> None:
+    keyed = run_program(project, base_config(smokeChecks=RENDER_CHECK))
+    plain = run_program(project, base_config())
+
+    assert list(keyed.monitor.requests[SWITCH].additionalSecretOutputs) == ["stdout", "stderr"]
+    assert list(plain.monitor.requests[SWITCH].additionalSecretOutputs) == []
+
+
 def test_without_checks_naming_the_key_the_switch_gets_no_environment(project: Path) -> None:
     run = run_program(project, base_config())
 
     assert "environment" not in run.mocks.resources[SWITCH].inputs
+
+
+def test_smoke_templates_get_the_key_and_env_values_from_the_router_only(
+    project: Path,
+) -> None:
+    checks = RENDER_CHECK.replace(
+        '"Bearer ${API_KEY}"', '"Bearer ${API_KEY}", "X-Tenant": "${TENANT}"'
+    )
+    config = base_config(smokeChecks=checks, env='{"TENANT": "acme", "LOG_LEVEL": "info"}')
+
+    run = run_program(project, config)
+
+    assert is_secret(run.mocks.resources[SWITCH].inputs["environment"])
+    assert inputs_of(run, SWITCH)["environment"] == {"API_KEY": API_KEY, "TENANT": "acme"}
+
+
+def test_smoke_body_file_stays_off_the_switch_command_line(project: Path) -> None:
+    (project / "smoke").mkdir()
+    (project / "smoke" / "chart.json").write_text('{"planets": {"sun": "body-marker-7f3a"}}')
+    checks = RENDER_CHECK.replace('"body": {"planets": {}}', '"bodyFile": "smoke/chart.json"')
+
+    run = run_program(project, base_config(smokeChecks=checks))
+
+    switch = inputs_of(run, SWITCH)
+    assert "body-marker-7f3a" not in switch["create"]
+    assert '"bodyFile":"smoke/chart.json"' in switch["create"]
+    assert switch["dir"] == str(project)
+
+
+def test_smoke_header_naming_the_pulumi_passphrase_stops_before_any_resource(
+    project: Path,
+) -> None:
+    checks = RENDER_CHECK.replace("${API_KEY}", "${PULUMI_CONFIG_PASSPHRASE}")
+    mocks = ProgramMocks(IMAGE_V1, None)
+
+    with pytest.raises(ConfigError, match=r"smokeChecks\[0\]\.headers\.Authorization: names "):
+        run_program(project, base_config(smokeChecks=checks), mocks=mocks)
+    assert mocks.registered == []
 
 
 def test_switch_back_by_the_watch_is_expected_routing_not_drift(project: Path) -> None:

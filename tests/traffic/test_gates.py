@@ -8,7 +8,10 @@ with no traffic, by probes through Nginx.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -23,7 +26,8 @@ import pytest
 import requests
 
 from nocturna_infra.traffic import gates
-from nocturna_infra.traffic.switch import ExitCode, main
+from nocturna_infra.traffic.exits import ExitCode
+from nocturna_infra.traffic.switch import main
 from tests.backends import Backend
 from tests.nginx_instance import NginxInstance, switch_argv
 
@@ -302,3 +306,102 @@ def test_sigterm_during_the_watch_leaves_the_new_slot_live_and_says_so(nginx, gr
     assert err.startswith("switch: interrupted by SIGTERM during the watch; green stays live")
     assert selection(nginx) == ["nocturna-img-production.green"]
     assert record(nginx)["result"] == "interrupted"
+
+
+# --- the key never leaks (issue 17, finding 1) -------------------------------------------------
+
+FORMAT_PNG = {**RENDER, "expectJsonField": "data.format", "expectJsonValue": "png"}
+
+
+def test_key_echoed_into_the_expected_json_value_is_masked_in_the_refusal(
+    nginx, green, capsys, monkeypatch
+) -> None:
+    monkeypatch.setenv("API_KEY", API_KEY)
+    green.echo_authorization = "json"  # answers {"data": {"format": "Bearer <key>"}}
+
+    code = main(
+        switch_argv(nginx, green, "--smoke-checks", json.dumps([FORMAT_PNG])), now=lambda: NOW
+    )
+
+    out = capsys.readouterr()
+    assert code == ExitCode.UNHEALTHY
+    assert out.err == (
+        f"switch: green failed smoke check 'render' (POST http://{green.server}/render) "
+        'returned 200 with data.format="Bearer ***", expected "png"; nothing changed\n'
+    )
+    assert API_KEY[:9] not in out.out + out.err
+
+
+def test_key_crossing_the_cut_of_the_quoted_body_leaves_no_part_readable(
+    nginx, green, capsys, monkeypatch
+) -> None:
+    monkeypatch.setenv("API_KEY", API_KEY)
+    green.echo_authorization = "body"  # a 500 quoting the header, the key from byte 190 on
+    green.echo_offset = 183
+
+    code = main(switch_argv(nginx, green, "--smoke-checks", json.dumps([RENDER])), now=lambda: NOW)
+
+    out = capsys.readouterr()
+    assert code == ExitCode.UNHEALTHY
+    assert out.err == (
+        f"switch: green failed smoke check 'render' (POST http://{green.server}/render) "
+        f"returned 500, expected 200: '{'e' * 183}Bearer ***'; nothing changed\n"
+    )
+    assert API_KEY[:9] not in out.out + out.err
+
+
+def test_watch_record_of_a_release_echoing_the_key_is_masked_and_owner_only(
+    nginx, green, capsys, monkeypatch
+) -> None:
+    monkeypatch.setenv("API_KEY", API_KEY)
+    green.render_json = True
+    green.echo_authorization = "json"
+    green.echo_after = 1  # the smoke check before the switch passes; the watch's probes see echoes
+    checks = json.dumps([FORMAT_PNG])
+    argv = switch_argv(nginx, green, "--smoke-checks", checks, *watch_flags(nginx, "30"))
+
+    code = main(argv, now=lambda: NOW)
+
+    out = capsys.readouterr()
+    path = gates.record_path(nginx.upstream_file)
+    saved = path.read_text()
+    assert code == ExitCode.WATCH_SWITCHED_BACK, out.err
+    assert 'data.format=\\"Bearer ***\\", expected \\"png\\"' in saved
+    assert 'data.format="Bearer ***", expected "png"' in out.err
+    assert API_KEY[:9] not in saved + out.out + out.err
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# --- a signal between the flip and the watch (issue 17, finding 6) -----------------------------
+
+
+@pytest.mark.parametrize("hook", ["new_record", "nginx_probe"])
+def test_sigterm_after_the_flip_before_the_watch_reports_the_move_and_closes_the_record(
+    nginx, green, capsys, monkeypatch, hook
+) -> None:
+    """The flip is done, the watch has not started: SIGTERM must not say "nothing changed"
+    (traffic moved) nor leave a record saying "watching"."""
+    real = getattr(gates, hook)
+    calls = []
+
+    def signal_then_call(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(hook)
+        result = real(*args, **kwargs)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(gates, hook, signal_then_call)
+
+    code = main(switch_argv(nginx, green, *watch_flags(nginx, "30")), now=lambda: NOW)
+
+    assert code == 128 + signal.SIGTERM
+    assert capsys.readouterr().err == (
+        "switch: interrupted by SIGTERM after the switch; traffic moved to green, the watch did "
+        "not run (switch to blue to go back)\n"
+    )
+    assert selection(nginx) == ["nocturna-img-production.green"]
+    assert nginx.slot_served() == "green"
+    saved = record(nginx)
+    assert (saved["slot"], saved["previous"], saved["result"]) == ("green", "blue", "interrupted")
+    assert saved["reason"] == "by SIGTERM after the switch, before the watch"

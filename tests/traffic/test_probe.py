@@ -59,7 +59,7 @@ def test_redirect_is_not_followed(green: Backend) -> None:
 
 def test_slow_response_times_out(green: Backend) -> None:
     result = run_check(Check(green.url("/slow?s=1")), timeout=0.2)
-    assert result == CheckResult(False, "timed out")
+    assert result == CheckResult(False, "timed out after 0.2s")
 
 
 def test_wrong_content_type_fails_smoke(green: Backend) -> None:

@@ -177,7 +177,9 @@ def test_definitions_carry_templates_never_values() -> None:
     assert missing_variables([check], {"API_KEY": "x"}) == []
 
 
-def test_body_file_is_inlined_from_the_base_directory(tmp_path: Path) -> None:
+def test_body_file_is_read_from_the_base_directory_and_passed_on_by_its_path(
+    tmp_path: Path,
+) -> None:
     (tmp_path / "chart.json").write_text('{"planets": []}')
 
     (check,) = parse_checks(
@@ -185,7 +187,10 @@ def test_body_file_is_inlined_from_the_base_directory(tmp_path: Path) -> None:
     )
 
     assert check.body == '{"planets": []}'
-    assert json.loads(checks_json([check]))[0]["body"] == '{"planets": []}'
+    assert checks_json([check]) == (
+        '[{"name":"r","method":"POST","path":"/r","bodyFile":"chart.json","expectStatus":200,'
+        '"timeoutSeconds":10.0}]'
+    )
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 real Nginx. The second "host" here is a second backend on loopback; the rehearsal runs the
 same against a second Docker engine reached over SSH."""
 
-# ruff: noqa: F811 (pytest fixtures imported from test_switch)
 from __future__ import annotations
 
 import re
@@ -10,16 +9,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from nocturna_infra.traffic.switch import ExitCode, main
+from nocturna_infra.traffic.exits import ExitCode
+from nocturna_infra.traffic.switch import main
 from tests.backends import Backend
 from tests.nginx_instance import NginxInstance, switch_argv
-from tests.traffic.test_switch import (  # noqa: F401 (fixtures)
-    BEFORE,
+from tests.traffic.switch_helpers import (
     BLUE_SELECTED,
     GREEN_SELECTED,
     NOW,
-    nginx,
-    prefix,
     selection,
     state,
 )

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import pulumi
 from pulumi_command import local
+
+SECRET_OUTPUTS: Final = ["stdout", "stderr"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class RouterArgs:
     environment: pulumi.Input[Mapping[str, pulumi.Input[str]]] | None = None
     """Secret values the smoke checks name as `${VAR}` (the live slot's API key), handed to
     the switch's process, so they are in neither the command line nor the output."""
+    directory: str | None = None
+    """Where the switch runs: the project, when a smoke check names a body file there."""
     depends_on: Sequence[pulumi.Resource] = ()
 
 
@@ -58,8 +63,19 @@ class Router(pulumi.ComponentResource):
                 args.live_container,
             ],
             environment=args.environment,
+            dir=args.directory,
             logging=local.Logging.STDOUT_AND_STDERR,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=list(args.depends_on),
+                # With a key in its environment, what the switch printed is secret by our
+                # choice, not by the provider's default (pulumi-command marks outputs secret
+                # when an input is, since 0.8.2; pulumi/pulumi-command#256). The switch masks
+                # the key itself, but a release may echo it encoded where no mask matches.
+                additional_secret_outputs=SECRET_OUTPUTS if args.environment is not None else None,
+            ),
         )
-        self.output = switch.stdout
+        self.output = (
+            pulumi.Output.secret(switch.stdout) if args.environment is not None else switch.stdout
+        )
         self.register_outputs({"output": self.output})

@@ -1,0 +1,441 @@
+"""The switch's command line: every flag parsed and validated into one frozen `SwitchOptions`
+before anything is touched. Pure: each error names the flag, the problem and the bad value."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, NoReturn
+from urllib.parse import urlsplit
+
+from nocturna_infra.cli import RaisingArgumentParser, UsageError
+from nocturna_infra.traffic.exits import EXIT_CODES_HELP
+from nocturna_infra.traffic.gates import WatchOptions
+from nocturna_infra.traffic.probe import Check
+from nocturna_infra.traffic.smoke import (
+    SmokeCheck,
+    SmokeDefinitionError,
+    missing_variables,
+    parse_checks,
+)
+from nocturna_infra.traffic.upstream import KEEPALIVE
+from nocturna_infra.traffic.watch import Thresholds
+
+NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]+")
+HOSTNAME_RE: Final = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+METHOD_RE: Final = re.compile(r"[A-Z]{3,10}")
+DEFAULT_FALLBACK: Final = "blue"
+
+
+@dataclass(frozen=True)
+class SwitchOptions:
+    """Every validated input of one switch."""
+
+    upstream_file: Path
+    upstream_name: str
+    selection_dir: Path
+    slot: str
+    servers: tuple[str, ...]
+    standby: Mapping[str, tuple[str, ...]]
+    fallback_slot: str
+    health: tuple[Check, ...]
+    smoke: tuple[Check, ...]
+    """One smoke request per server of the target (`--smoke-url`, repeatable)."""
+    verify: Check | None
+    verify_attempts: int
+    nginx_test: tuple[str, ...]
+    nginx_reload: tuple[str, ...]
+    attempts: int
+    interval: float
+    timeout: float
+    lock_file: Path
+    lock_wait: float
+    keepalive: int
+    smoke_checks: tuple[SmokeCheck, ...] = ()
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """Values for the checks' ${VAR} templates (only the variables they name)."""
+    watch: WatchOptions | None = None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every value masked in what the switch prints and records: the template values and
+        the `--smoke-auth-env` token."""
+        tokens = (check.bearer_token for check in self.smoke if check.bearer_token)
+        return (*self.environ.values(), *tokens)
+
+
+# --- validation: pure, each error names the flag, the problem and the bad value -------------
+
+
+def _usage(flag: str, expected: str, value: object) -> NoReturn:
+    msg = f"{flag}: expected {expected}; got {value!r}"
+    raise UsageError(msg)
+
+
+def parse_server(value: str, flag: str = "--server") -> str:
+    """`HOST:PORT` for an Nginx `server` line; `localhost` is refused (it may mean ::1)."""
+    expected = "HOST:PORT (IPv4 address, [IPv6] address or hostname; port 1-65535)"
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
+        _usage(flag, expected, value)
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            _usage(flag, expected, value)
+    elif re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            _usage(flag, expected, value)
+    elif not HOSTNAME_RE.fullmatch(host):
+        _usage(flag, expected, value)
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        msg = (
+            f"{flag}: {value!r} may resolve to ::1, where the slot does not listen; "
+            f"use 127.0.0.1:{int(port)}"
+        )
+        raise UsageError(msg)
+    return f"{host}:{int(port)}"
+
+
+def parse_url(value: str, flag: str) -> str:
+    """An absolute http(s) URL with a host and, if given, a valid port."""
+    expected = "an http:// or https:// URL with a host"
+    parts = urlsplit(value)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        _usage(flag, expected, value)
+    if any(char.isspace() for char in value):
+        _usage(flag, expected, value)
+    host = parts.hostname.lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        msg = (
+            f"{flag}: {value!r} names localhost, which may resolve to ::1, where any local "
+            "user may listen (and receive the probes' bearer key); use 127.0.0.1"
+        )
+        raise UsageError(msg)
+    return value
+
+
+def parse_name(value: str, flag: str) -> str:
+    """A name written into the Nginx file: letters, digits, `_`, `.`, `-` only."""
+    if not NAME_RE.fullmatch(value):
+        _usage(flag, "letters, digits, '_', '.' or '-'", value)
+    return value
+
+
+def parse_int(value: str, flag: str, minimum: int, maximum: int | None = None) -> int:
+    """A whole number within bounds."""
+    expected = f"an integer >= {minimum}" if maximum is None else f"{minimum}-{maximum}"
+    try:
+        number = int(value)
+    except ValueError:
+        _usage(flag, expected, value)
+    if number < minimum or (maximum is not None and number > maximum):
+        _usage(flag, expected, value)
+    return number
+
+
+def parse_seconds(value: str, flag: str, *, positive: bool) -> float:
+    """A finite number of seconds, > 0 or >= 0."""
+    expected = "a number of seconds > 0" if positive else "a number of seconds >= 0"
+    try:
+        number = float(value)
+    except ValueError:
+        _usage(flag, expected, value)
+    if not number < float("inf") or number < 0 or (positive and number == 0):
+        _usage(flag, expected, value)
+    return number
+
+
+def parse_command(value: str, flag: str) -> tuple[str, ...]:
+    """A command line split like a shell would, to run without one."""
+    try:
+        argv = shlex.split(value)
+    except ValueError as error:
+        _usage(flag, f"a command line ({error})", value)
+    if not argv:
+        _usage(flag, "a non-empty command line", value)
+    return tuple(argv)
+
+
+def parse_host_header(value: str) -> str:
+    """A `Host` header value: hostname or IP, optionally with a port."""
+    host, _, port = value.rpartition(":") if ":" in value else (value, "", "")
+    if port and not (re.fullmatch(r"[0-9]{1,5}", port) and 1 <= int(port) <= 65535):
+        _usage("--host-header", "HOST or HOST:PORT", value)
+    if not (HOSTNAME_RE.fullmatch(host) or re.fullmatch(r"\[[0-9A-Fa-f:.]+\]", host)):
+        _usage("--host-header", "HOST or HOST:PORT", value)
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI; every value stays a string here and is validated in `parse_options`."""
+    parser = RaisingArgumentParser(
+        prog="python -m nocturna_infra.switch",
+        description="Route Nginx to a healthy slot: probe (and smoke-check) every server of "
+        "the target, flip the selection file (rewrite, test and reload the upstream file only "
+        "when servers change), verify through Nginx, restore on failure, then watch. Never "
+        "prompts.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add(
+        "--upstream-file",
+        required=True,
+        metavar="PATH",
+        help="upstream file the switch owns and rewrites",
+    )
+    add("--upstream-name", required=True, metavar="NAME", help="name of the Nginx upstream block")
+    add(
+        "--selection-dir",
+        required=True,
+        metavar="DIR",
+        help="root-owned directory holding the selection files the site config tests",
+    )
+    add("--slot", required=True, metavar="NAME", help="slot to make live")
+    add(
+        "--server",
+        action="append",
+        required=True,
+        metavar="HOST:PORT",
+        help="HOST:PORT of the target (repeatable)",
+    )
+    add(
+        "--standby",
+        action="append",
+        default=[],
+        metavar="SLOT=HOST:PORT",
+        help="servers of another slot's group (repeatable); slots not given keep the servers "
+        "the upstream file already defines",
+    )
+    add(
+        "--fallback-slot",
+        default=DEFAULT_FALLBACK,
+        metavar="NAME",
+        help="slot the site config uses when no other slot's selection file exists "
+        "(default: %(default)s)",
+    )
+    add(
+        "--health-url",
+        action="append",
+        required=True,
+        metavar="URL",
+        help="must answer 200 (repeatable)",
+    )
+    add("--health-contains", help="text every health response body must contain")
+    add(
+        "--smoke-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="optional smoke request proving the service really works (repeatable: one per server)",
+    )
+    add("--smoke-method", default="GET")
+    add("--smoke-body", help="request body (sent as application/json)")
+    add("--smoke-status", default="200")
+    add("--smoke-content-type", help="required Content-Type prefix, e.g. image/png")
+    add(
+        "--smoke-auth-env",
+        metavar="VAR",
+        help="environment variable holding a bearer token for the smoke request "
+        "(kept off the command line)",
+    )
+    add(
+        "--smoke-checks",
+        metavar="JSON",
+        help="JSON list of smoke checks run against the target after its health probes (the "
+        "smokeChecks stack key's format; header values may name ${VAR} environment variables)",
+    )
+    add(
+        "--watch-seconds",
+        default="0",
+        help="after a switch, watch the new slot through Nginx this long and switch back if it "
+        "fails (default: %(default)s, no watch); needs --watch-log and --verify-url",
+    )
+    add(
+        "--watch-log",
+        metavar="PATH",
+        help="the JSON access log the shipped site writes (log_format nocturna_production_slots)",
+    )
+    add("--watch-error-percent", default="5", help="5xx share that fails the watch (default: 5)")
+    add(
+        "--watch-min-requests",
+        default="20",
+        help="requests seen before the share is judged (default: %(default)s)",
+    )
+    add(
+        "--watch-failed-probes",
+        default="3",
+        help="failed probes in a row that fail the watch (default: %(default)s)",
+    )
+    add(
+        "--watch-probe-interval",
+        default="2",
+        help="seconds between probes through Nginx during the watch (default: %(default)s)",
+    )
+    add("--host-header", help="Host header for probes and verification")
+    add("--verify-url", metavar="URL", help="URL on Nginx's loopback verification server")
+    # Old workers may still answer for a moment after a reload, hence several attempts.
+    add("--verify-attempts", default="20", help="verification attempts (default: %(default)s)")
+    add("--nginx-test", default="nginx -t", help="default: %(default)s")
+    add("--nginx-reload", default="nginx -s reload", help="default: %(default)s")
+    add("--attempts", default="30", help="probe attempts (default: %(default)s)")
+    add("--interval", default="2", help="max seconds between probe attempts (default: 2)")
+    add(
+        "--timeout",
+        default="5",
+        help="seconds for each whole request, answer included (default: %(default)s)",
+    )
+    add("--lock-file", help="default: <upstream-file>.lock")
+    add("--lock-wait", default="0", help="seconds to wait for the lock (default: fail fast)")
+    add("--keepalive", default=str(KEEPALIVE), help="idle upstream connections per worker")
+    return parser
+
+
+def _bearer_token(variable: str | None, environ: Mapping[str, str]) -> str | None:
+    if variable is None:
+        return None
+    token = environ.get(variable, "")
+    if not token:
+        msg = f"--smoke-auth-env: environment variable {variable!r} is unset or empty"
+        raise UsageError(msg)
+    return token
+
+
+def parse_options(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> SwitchOptions:
+    """Validate the whole command line before anything is touched."""
+    ns = build_parser().parse_args(list(argv))
+    name = parse_name(ns.upstream_name, "--upstream-name")
+    slot = parse_name(ns.slot, "--slot")
+    servers = tuple(parse_server(server) for server in ns.server)
+    host = parse_host_header(ns.host_header) if ns.host_header else None
+    health = tuple(
+        Check(parse_url(url, "--health-url"), contains=ns.health_contains, host_header=host)
+        for url in ns.health_url
+    )
+    smoke: tuple[Check, ...] = ()
+    if ns.smoke_url:
+        if not METHOD_RE.fullmatch(ns.smoke_method):
+            _usage(
+                "--smoke-method", "an upper-case HTTP method such as GET or POST", ns.smoke_method
+            )
+        status = parse_int(ns.smoke_status, "--smoke-status", 100, 599)
+        token = _bearer_token(ns.smoke_auth_env, environ)
+        smoke = tuple(
+            Check(
+                parse_url(url, "--smoke-url"),
+                method=ns.smoke_method,
+                body=ns.smoke_body,
+                status=status,
+                content_type=ns.smoke_content_type,
+                host_header=host,
+                bearer_token=token,
+            )
+            for url in ns.smoke_url
+        )
+    elif any(v is not None for v in (ns.smoke_body, ns.smoke_content_type, ns.smoke_auth_env)):
+        msg = "--smoke-body/--smoke-content-type/--smoke-auth-env: given without --smoke-url"
+        raise UsageError(msg)
+    standby: dict[str, list[str]] = {}
+    for entry in ns.standby:
+        other, sep, server = entry.partition("=")
+        if not sep:
+            _usage("--standby", "SLOT=HOST:PORT", entry)
+        other = parse_name(other, "--standby")
+        if other == slot:
+            _usage("--standby", f"a slot other than --slot {slot}", entry)
+        standby.setdefault(other, []).append(parse_server(server, "--standby"))
+    verify = None
+    if ns.verify_url is not None:
+        verify = Check(parse_url(ns.verify_url, "--verify-url"), host_header=host)
+    upstream_file = Path(ns.upstream_file)
+    if not upstream_file.name:
+        _usage("--upstream-file", "a file path", ns.upstream_file)
+    lock_file = Path(ns.lock_file) if ns.lock_file else Path(f"{upstream_file}.lock")
+    smoke_checks, wanted = _smoke_checks(ns.smoke_checks, environ)
+    watch = _watch_options(ns, verify)
+    if not ns.selection_dir or not Path(ns.selection_dir).is_absolute():
+        _usage("--selection-dir", "an absolute directory path", ns.selection_dir)
+    return SwitchOptions(
+        upstream_file=upstream_file,
+        upstream_name=name,
+        selection_dir=Path(ns.selection_dir),
+        slot=slot,
+        servers=servers,
+        standby={other: tuple(found) for other, found in standby.items()},
+        fallback_slot=parse_name(ns.fallback_slot, "--fallback-slot"),
+        health=health,
+        smoke=smoke,
+        verify=verify,
+        verify_attempts=parse_int(ns.verify_attempts, "--verify-attempts", 1),
+        nginx_test=parse_command(ns.nginx_test, "--nginx-test"),
+        nginx_reload=parse_command(ns.nginx_reload, "--nginx-reload"),
+        attempts=parse_int(ns.attempts, "--attempts", 1),
+        interval=parse_seconds(ns.interval, "--interval", positive=False),
+        timeout=parse_seconds(ns.timeout, "--timeout", positive=True),
+        lock_file=lock_file,
+        lock_wait=parse_seconds(ns.lock_wait, "--lock-wait", positive=False),
+        keepalive=parse_int(ns.keepalive, "--keepalive", 1),
+        smoke_checks=smoke_checks,
+        environ=wanted,
+        watch=watch,
+    )
+
+
+def _smoke_checks(
+    text: str | None, environ: Mapping[str, str]
+) -> tuple[tuple[SmokeCheck, ...], dict[str, str]]:
+    """The checks, and the environment values their templates name (all must be set)."""
+    if text is None:
+        return (), {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        _usage("--smoke-checks", "a JSON list of checks", text)
+    try:
+        checks = parse_checks(value, "--smoke-checks", Path.cwd())
+    except SmokeDefinitionError as error:
+        raise UsageError(str(error)) from None
+    missing = missing_variables(checks, environ)
+    if missing:
+        msg = (
+            f"--smoke-checks: environment variable {', '.join(missing)} is unset or empty "
+            "(named by a ${VAR} header template)"
+        )
+        raise UsageError(msg)
+    names = set().union(*(check.variables for check in checks))
+    return checks, {name: environ[name] for name in names}
+
+
+def _watch_options(ns: argparse.Namespace, verify: Check | None) -> WatchOptions | None:
+    seconds = parse_seconds(ns.watch_seconds, "--watch-seconds", positive=False)
+    thresholds = Thresholds(
+        error_percent=parse_int(ns.watch_error_percent, "--watch-error-percent", 1, 100),
+        min_requests=parse_int(ns.watch_min_requests, "--watch-min-requests", 1),
+        failed_probes=parse_int(ns.watch_failed_probes, "--watch-failed-probes", 1),
+    )
+    interval = parse_seconds(ns.watch_probe_interval, "--watch-probe-interval", positive=True)
+    if seconds == 0:
+        return None
+    if not ns.watch_log or not Path(ns.watch_log).is_absolute():
+        _usage("--watch-log", "an absolute file path (needed by --watch-seconds)", ns.watch_log)
+    if verify is None:
+        msg = "--watch-seconds: needs --verify-url (the watch probes through it)"
+        raise UsageError(msg)
+    return WatchOptions(seconds, Path(ns.watch_log), thresholds, interval)
