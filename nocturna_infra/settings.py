@@ -253,6 +253,13 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
     ),
     ConfigKey("nginxReloadCommand", "string", "nginx -s reload", "Command that reloads Nginx."),
     ConfigKey(
+        "nginxStartCommand",
+        "string",
+        "nginx",
+        "Command that starts Nginx when the switch's reload fails because none runs (a fresh "
+        "host: the upstream file the site includes is written and tested first). Empty: never.",
+    ),
+    ConfigKey(
         "verifyUrl",
         "string",
         "http://127.0.0.1:8099/health",
@@ -436,6 +443,8 @@ class RouterSettings:
     selection_dir: str
     nginx_test_command: str
     nginx_reload_command: str
+    nginx_start_command: str
+    """Empty: the switch never starts Nginx."""
     verify_url: str
     smoke_path: str
     probe_attempts: int
@@ -917,6 +926,15 @@ def _router(read: _Reader) -> RouterSettings:
         if not words:
             read.fail(name, "must be a command line such as 'nginx -t'", text)
         commands[name] = text
+    start_command = read.string("nginxStartCommand")
+    try:
+        start_words = shlex.split(start_command)
+    except ValueError:
+        start_words = []
+    if start_command and not start_words:
+        read.fail(
+            "nginxStartCommand", "must be empty or a command line such as 'nginx'", start_command
+        )
     verify_url = read.string("verifyUrl")
     if re.match(r"https?://localhost[:/]", verify_url, re.IGNORECASE):
         read.fail(
@@ -956,6 +974,7 @@ def _router(read: _Reader) -> RouterSettings:
         selection_dir=selection_dir,
         nginx_test_command=commands["nginxTestCommand"],
         nginx_reload_command=commands["nginxReloadCommand"],
+        nginx_start_command=start_command,
         verify_url=verify_url,
         smoke_path=smoke_path,
         probe_attempts=read.integer("probeAttempts", 1, 1000),

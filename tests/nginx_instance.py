@@ -188,6 +188,11 @@ class NginxInstance:
     def reload_command(self) -> str:
         return shlex.join(self.command("-s", "reload"))
 
+    @property
+    def start_command(self) -> str:
+        """This instance's start (never the machine's own Nginx, the switch's default)."""
+        return shlex.join(self.command())
+
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.listen_port}{path}"
 
@@ -288,6 +293,7 @@ def switch_argv(
         "--verify-url", nginx.verify_url("/health"),
         "--nginx-test", nginx.test_command,
         "--nginx-reload", nginx.reload_command,
+        "--nginx-start", nginx.start_command,
         "--attempts", "3",
         "--interval", "0.05",
         "--timeout", "2",

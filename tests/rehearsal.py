@@ -451,6 +451,7 @@ class Rehearsal:
             "selectionDir": str(nginx.selection_dir),
             "nginxTestCommand": nginx.test_command,
             "nginxReloadCommand": nginx.reload_command,
+            "nginxStartCommand": nginx.start_command,
             "verifyUrl": nginx.verify_url("/health"),
             "probeAttempts": "8",
             "probeIntervalSeconds": "1",

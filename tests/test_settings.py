@@ -345,6 +345,12 @@ def test_every_declared_key_has_a_default_or_is_secret() -> None:
             id="reload-command",
         ),
         pytest.param(
+            {"nginxStartCommand": "nginx 'unclosed"},
+            "nocturna-infra:nginxStartCommand: must be empty or a command line such as 'nginx'; "
+            'got "nginx \'unclosed".',
+            id="start-command",
+        ),
+        pytest.param(
             {"verifyUrl": "http://10.0.0.5/verify"},
             "nocturna-infra:verifyUrl: must be empty or an http(s) URL on a loopback address, "
             "such as http://127.0.0.1:8099/nocturna-verify; got 'http://10.0.0.5/verify'.",

@@ -14,6 +14,7 @@ from typing import Any, Final
 from nocturna_infra.provider_form import go_duration
 from nocturna_infra.settings import Environment, Settings
 from nocturna_infra.slot import Slot
+from nocturna_infra.traffic.options import DEFAULT_NGINX_START
 from nocturna_infra.traffic.smoke import checks_json
 
 SERVICE_LABEL: Final = "chart-service"
@@ -243,6 +244,10 @@ def switch_argv(
         "--nginx-reload",
         router.nginx_reload_command,
     ]
+    # Only when not the switch's own default: an upgrade must not change every stack's router
+    # command (a changed command runs the switch again).
+    if router.nginx_start_command != DEFAULT_NGINX_START:
+        argv += ["--nginx-start", router.nginx_start_command]
     return argv
 
 

@@ -35,6 +35,7 @@ HOSTNAME_RE: Final = re.compile(
 )
 METHOD_RE: Final = re.compile(r"[A-Z]{3,10}")
 DEFAULT_FALLBACK: Final = "blue"
+DEFAULT_NGINX_START: Final = "nginx"
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class SwitchOptions:
     verify_attempts: int
     nginx_test: tuple[str, ...]
     nginx_reload: tuple[str, ...]
+    nginx_start: tuple[str, ...] | None
+    """Starts Nginx when the reload failed because none is running (a fresh host); None: never."""
     attempts: int
     interval: float
     timeout: float
@@ -295,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--verify-attempts", default="20", help="verification attempts (default: %(default)s)")
     add("--nginx-test", default="nginx -t", help="default: %(default)s")
     add("--nginx-reload", default="nginx -s reload", help="default: %(default)s")
+    add(
+        "--nginx-start",
+        default=DEFAULT_NGINX_START,
+        help="starts Nginx when the reload fails because none runs (a fresh host: the upstream "
+        "file it includes is written and tested first); empty: never (default: %(default)s)",
+    )
     add("--attempts", default="30", help="probe attempts (default: %(default)s)")
     add("--interval", default="2", help="max seconds between probe attempts (default: 2)")
     add(
@@ -386,6 +395,7 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str] = os.environ) 
         verify_attempts=parse_int(ns.verify_attempts, "--verify-attempts", 1),
         nginx_test=parse_command(ns.nginx_test, "--nginx-test"),
         nginx_reload=parse_command(ns.nginx_reload, "--nginx-reload"),
+        nginx_start=parse_command(ns.nginx_start, "--nginx-start") if ns.nginx_start else None,
         attempts=parse_int(ns.attempts, "--attempts", 1),
         interval=parse_seconds(ns.interval, "--interval", positive=False),
         timeout=parse_seconds(ns.timeout, "--timeout", positive=True),

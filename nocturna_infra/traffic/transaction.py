@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -19,12 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 from nocturna_infra.traffic import safe_files
 from nocturna_infra.traffic.exits import ExitCode, Interrupted, SwitchError
 from nocturna_infra.traffic.masking import mask
 from nocturna_infra.traffic.options import SwitchOptions
-from nocturna_infra.traffic.probe import upstream_addresses, verify_routed
+from nocturna_infra.traffic.probe import Check, upstream_addresses, verify_routed
 from nocturna_infra.traffic.safe_files import UnsafeFileError
 from nocturna_infra.traffic.selection import describe, marker, read_markers, write_markers
 from nocturna_infra.traffic.upstream import (
@@ -155,6 +157,21 @@ def run_nginx(argv: Sequence[str]) -> str | None:
     # nginx -t ends with "test failed"; the line saying why is the first [emerg] one.
     reasons = [line for line in lines if "[emerg]" in line] or lines[-1:] or ["no output"]
     return f"exit {done.returncode}: {reasons[0]}"
+
+
+def nginx_down(verify: Check | None) -> bool:
+    """Whether no Nginx runs: its loopback verification server refuses connections. Anything
+    else (an answer, a timeout, no verification URL to ask) is not proof, so it is False."""
+    if verify is None:
+        return False
+    parts = urlsplit(verify.url)
+    try:
+        socket.create_connection((parts.hostname, parts.port or 80), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def verify_through_nginx(opts: SwitchOptions, progress: Progress) -> str | None:
@@ -400,8 +417,23 @@ class Transaction:
         self.reload_started = True
         problem = run_nginx(self.opts.nginx_reload)
         self.progress.step(f"nginx reload: {problem or 'ok'}")
+        if problem is not None and nginx_down(self.opts.verify):
+            problem = self._start_nginx(problem)
         if problem is not None:
             raise _StepFailedError(ExitCode.RELOAD_FAILED, f"reload failed ({problem})")
+
+    def _start_nginx(self, reload_problem: str) -> str | None:
+        """A fresh host: Nginx could not run before the file it includes existed. Now that the
+        file is written and tested, start it; None once it runs, else why not."""
+        if self.opts.nginx_start is None:
+            return (
+                f"{reload_problem}; Nginx is not running and --nginx-start is empty: start it "
+                "(the upstream file now exists) or give --nginx-start"
+            )
+        self.progress.step("nginx reload: Nginx is not running: starting it")
+        problem = run_nginx(self.opts.nginx_start)
+        self.progress.step(f"nginx start: {problem or 'ok'}")
+        return None if problem is None else f"Nginx is not running and did not start ({problem})"
 
     def _restore(self) -> str:
         """Put back what was touched, with signals deferred; returns the tail of the reason."""

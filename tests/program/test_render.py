@@ -186,6 +186,28 @@ def test_switch_command_adds_smoke_and_verification_when_configured(project: Pat
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("configured", "flags"),
+    [
+        pytest.param("nginx", [], id="default-not-rendered-so-an-upgrade-keeps-the-command"),
+        pytest.param(
+            "sudo -n systemctl start nginx",
+            ["--nginx-start", "sudo -n systemctl start nginx"],
+            id="systemd",
+        ),
+        pytest.param("", ["--nginx-start", ""], id="never"),
+    ],
+)
+def test_switch_command_names_the_nginx_start_command_unless_default(
+    project: Path, configured: str, flags: list[str]
+) -> None:
+    settings = settings_for(project, nginxStartCommand=configured)
+
+    argv = render.switch_argv(settings, Slot.BLUE, PORTS)
+
+    assert argv[argv.index("--nginx-reload") + 2 :] == flags
+
+
 def test_smoke_path_is_requested_from_the_target_on_every_host(project: Path) -> None:
     settings = settings_for(project, smokePath="/api/v1/ping")
     more = [("10.0.0.2", {Slot.BLUE: 3114, Slot.GREEN: 3112})]

@@ -12,6 +12,7 @@ import stat
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -178,16 +179,24 @@ def test_reload_failure_exits_5_restores_and_reloads_previous(
     assert nginx.slot_served() == "blue"
 
 
-def test_nginx_not_running_exits_5_and_restores_file(nginx, green2, capsys) -> None:
+def test_nginx_stopped_is_started_with_the_new_file(nginx, green2) -> None:
+    nginx.stop()
+
+    assert main(switch_argv(nginx, green2), now=lambda: NOW) == ExitCode.OK
+
+    assert nginx.master_pid() is not None
+    assert nginx.slot_served() == "green"
+
+
+def test_nginx_stopped_that_will_not_start_exits_5_and_restores_file(nginx, green2, capsys) -> None:
     before = state(nginx)
     nginx.stop()
 
-    code = main(switch_argv(nginx, green2), now=lambda: NOW)
+    code = main(switch_argv(nginx, green2, "--nginx-start", "false"), now=lambda: NOW)
 
     err = capsys.readouterr().err
     assert code == ExitCode.RELOAD_FAILED
-    assert err.startswith("switch: reload failed (exit 1: ")
-    assert "nginx.pid" in err
+    assert err.startswith("switch: reload failed (Nginx is not running and did not start (")
     assert state(nginx) == before
 
 
@@ -596,3 +605,66 @@ def test_backoff_doubles_up_to_the_interval(attempt, ceiling, first, delay) -> N
 )
 def test_child_environment_is_path_alone(environ, expected) -> None:
     assert transaction.child_environment(environ) == expected
+
+
+# --- a fresh host: Nginx stopped, the upstream file not written yet -------------------------
+
+
+@pytest.fixture
+def fresh_nginx(prefix: Path, blue: Backend, green: Backend) -> Iterator[NginxInstance]:
+    """Nginx installed with the shipped site but never started: its included upstream file
+    does not exist yet, so it could not start (its `nginx -t` fails) until the switch writes it."""
+    instance = NginxInstance(prefix, blue.port, green.port)
+    instance.write_config()
+    yield instance
+    instance.stop()
+
+
+def test_first_switch_on_a_fresh_host_writes_tests_then_starts_nginx(
+    fresh_nginx, blue, green, capsys
+) -> None:
+    """Issue 16: the first `up` on a fresh host exited 5 (`invalid PID number ""`) and removed
+    the file it wrote. Now: write the file, test it, find Nginx not running, start it, verify."""
+    assert not fresh_nginx.upstream_file.exists()
+    assert subprocess.run(shlex.split(fresh_nginx.test_command), check=False).returncode != 0
+    argv = switch_argv(fresh_nginx, blue, other=green)
+
+    assert main(argv, now=lambda: NOW) == ExitCode.OK
+
+    out = capsys.readouterr().out
+    assert "Nginx is not running: starting it" in out
+    assert fresh_nginx.master_pid() is not None
+    assert fresh_nginx.slot_served() == "blue"
+    written = fresh_nginx.upstream_file.read_text()
+    assert f"server {blue.server};" in written
+    assert f"server {green.server};" in written
+
+
+def test_a_running_nginx_whose_reload_fails_is_not_started_again(nginx, green2, tmp_path) -> None:
+    """Start only what is not running: a refused reload of a live Nginx stays a failure
+    (exit 5, file restored), and the start command never runs."""
+    started = tmp_path / "started"
+    argv = switch_argv(
+        nginx,
+        green2,
+        "--nginx-reload", "false",
+        "--nginx-start", call_recorder(started, 0),
+    )  # fmt: skip
+
+    assert main(argv, now=lambda: NOW) == ExitCode.RELOAD_FAILED
+
+    assert calls(started) == 0
+    assert nginx.slot_served() == "blue"
+
+
+def test_without_a_start_command_a_stopped_nginx_is_named_in_the_failure(
+    fresh_nginx, blue, green, capsys
+) -> None:
+    argv = switch_argv(fresh_nginx, blue, "--nginx-start", "", other=green)
+
+    assert main(argv, now=lambda: NOW) == ExitCode.RELOAD_FAILED
+
+    err = capsys.readouterr().err
+    assert "Nginx is not running" in err
+    assert "--nginx-start" in err
+    assert not fresh_nginx.upstream_file.exists()
