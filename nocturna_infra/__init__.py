@@ -2,7 +2,7 @@
 
 The package in three parts, plus what they share:
 
-    settings.py, slot.py, provider_form.py, cli.py   typed, validated stack config; shared words
+    settings/, slot.py, provider_form.py, cli.py   typed, validated stack config; shared words
     program/     the Pulumi program: `stack.main` declares the stack from pure rules
                  (`deployment`, `record`) and pure rendering (`render`) through thin
                  components (`components/`)

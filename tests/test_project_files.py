@@ -1,4 +1,4 @@
-"""Pulumi.yaml, the stack files and the README's config table agree with settings.py."""
+"""Pulumi.yaml, the stack files and the README's config table agree with settings/schema.py."""
 
 from __future__ import annotations
 
