@@ -221,8 +221,10 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
     ConfigKey(
         "puppeteerExecutablePath",
         "string",
-        "/usr/bin/chromium",
-        "Chromium binary inside the image (PUPPETEER_EXECUTABLE_PATH).",
+        "/usr/bin/chromium-headless-shell",
+        "Browser binary inside the image (PUPPETEER_EXECUTABLE_PATH): "
+        "/usr/bin/chromium-headless-shell, or /usr/bin/chromium with buildArgs.CHROMIUM_PACKAGE "
+        "chromium (the full browser); another path only for an image of your own.",
     ),
     ConfigKey(
         "upstreamFile",
@@ -372,6 +374,9 @@ SECRET_CAPABLE: Final = frozenset({"apiKey", "env"})
 MANAGED_ENV: Final = frozenset(
     {"NODE_ENV", "PORT", "HOST", "DEPLOYMENT_SLOT", "PUPPETEER_EXECUTABLE_PATH", "API_KEY"}
 )
+# The Dockerfile's CHROMIUM_PACKAGE choices, default first; each installs /usr/bin/<package>.
+CHROMIUM_PACKAGES: Final = ("chromium-headless-shell", "chromium")
+EXECUTABLE_PATH_PATTERN: Final = re.compile(r"^/[A-Za-z0-9._/-]+$")
 
 
 @dataclass(frozen=True)
@@ -702,9 +707,7 @@ def parse_settings(
         health=health,
         limits=limits,
         env=env,
-        puppeteer_executable_path=read.matching(
-            "puppeteerExecutablePath", re.compile(r"^/[A-Za-z0-9._/-]+$"), "an absolute path"
-        ),
+        puppeteer_executable_path=_puppeteer_executable_path(read),
         router=_router(read),
         state_stack=read.matching(
             "stateStack",
@@ -831,6 +834,14 @@ def _image(read: _Reader, environment: Environment, project_dir: Path | None) ->
             read.fail(
                 "buildArgs", f"{arg} is set by the program from baseImage/extraCaCertsDir", arg
             )
+    package = build_args.get("CHROMIUM_PACKAGE", CHROMIUM_PACKAGES[0])
+    if package not in CHROMIUM_PACKAGES:
+        read.fail(
+            "buildArgs.CHROMIUM_PACKAGE",
+            f"must be one of {', '.join(CHROMIUM_PACKAGES)} (the browser the image installs)",
+            package,
+            "Run `pulumi config rm --path buildArgs.CHROMIUM_PACKAGE` for the headless shell.",
+        )
     return ImageSettings(
         repository=repository,
         tag=environment.value,
@@ -842,6 +853,36 @@ def _image(read: _Reader, environment: Environment, project_dir: Path | None) ->
         ),
         extra_ca_certs_dir=ca_dir,
         build_args=build_args,
+    )
+
+
+def _puppeteer_executable_path(read: _Reader) -> str:
+    """The browser path given to the service. Refused when it names the other package's
+    browser, which the image does not contain: the service would exit at start and its
+    container restart until the health wait fails the `up`. Other paths (an image of one's
+    own) are taken as given."""
+    path = read.matching("puppeteerExecutablePath", EXECUTABLE_PATH_PATTERN, "an absolute path")
+    package = read.mapping("buildArgs").get("CHROMIUM_PACKAGE", CHROMIUM_PACKAGES[0])
+    installed = f"/usr/bin/{package}"
+    if path == installed or path not in {f"/usr/bin/{p}" for p in CHROMIUM_PACKAGES}:
+        return path
+    if package == CHROMIUM_PACKAGES[0]:
+        read.fail(
+            "puppeteerExecutablePath",
+            f"is the full Chromium browser, which the image no longer installs (it installs "
+            f"{package} unless buildArgs.CHROMIUM_PACKAGE is chromium): the service would exit "
+            'at start with "Browser was not found" and the new container never become healthy',
+            path,
+            f"Run `pulumi config rm puppeteerExecutablePath` to use {installed}, or keep the full "
+            "browser with `pulumi config set --path buildArgs.CHROMIUM_PACKAGE chromium` "
+            "(docs/dockerfile.md).",
+        )
+    read.fail(
+        "puppeteerExecutablePath",
+        f"must be {installed} when buildArgs.CHROMIUM_PACKAGE is {package}: the image holds "
+        'no other browser, and the service would exit at start with "Browser was not found"',
+        path,
+        f"Run `pulumi config set puppeteerExecutablePath {installed}`.",
     )
 
 
