@@ -12,7 +12,7 @@ holding its packages), and for each variant:
   `.deb` and npm package is downloaded (tests/test_dockerfile.py shows it);
 - a warm rebuild after a package-list change: a copy of the Dockerfile with one more package
   (`fonts-dejavu-core`) in its apt list; the apt step re-runs, but the cache mounts still hold
-  what the cold build downloaded, so only the new package is fetched;
+  what the cold build downloaded, so only the new package is fetched (apt's "Need to get");
 - image size and installed Debian packages (count and installed size) of the cold build;
 - memory: the image run with the program's default container arguments (init, read-only root,
   noexec tmpfs, no capabilities, no-new-privileges, memory, shm and nproc limits), then a
@@ -201,14 +201,25 @@ def chart_page(index: int, width: int) -> str:
 
 
 def _with_extra_package(dockerfile: Path, directory: Path) -> Path:
-    """A copy of the Dockerfile (and its context filter) whose apt list has one more package."""
+    """A copy of the Dockerfile (and its context filter) whose apt list has one more package.
+
+    The apt step also gets an inert apt option unique to this run, so the layer cache of an
+    earlier run's identical change cannot serve it: the step really re-runs, on warm mounts.
+    """
     text = dockerfile.read_text()
-    anchor = "         fonts-noto-color-emoji \\\n"
-    if text.count(anchor) != 1:
-        msg = f"{dockerfile}: cannot find the apt list's line {anchor.strip()!r}"
-        raise SystemExit(msg)
+    last_package = "fonts-noto-color-emoji \\\n"
+    update = "&& apt-get update \\\n"
+    edits = {
+        last_package: f"{last_package}         {EXTRA_PACKAGE} \\\n",
+        update: update.replace("update", f"update -o Nocturna::BenchRun={uuid.uuid4().hex}"),
+    }
+    for old, new in edits.items():
+        if text.count(old) != 1:
+            msg = f"{dockerfile}: cannot find the apt step's {old.strip()!r}"
+            raise SystemExit(msg)
+        text = text.replace(old, new)
     copy = directory / "Dockerfile"
-    copy.write_text(text.replace(anchor, f"{anchor}         {EXTRA_PACKAGE} \\\n"))
+    copy.write_text(text)
     shutil.copy(dockerfile.with_name("Dockerfile.dockerignore"), directory)
     return copy
 
@@ -221,10 +232,13 @@ def _build_figures(result: docker_host.BuildResult) -> Build:
         if APT_STEP in name
     )
     done = re.search(rf"^#{vertex} DONE ([\d.]+)s$", log, re.MULTILINE)
+    if not done:
+        msg = f"the apt step did not run (layer cache?):\n{log[-3000:]}"
+        raise RuntimeError(msg)
     need = re.search(r"Need to get (.+?) of archives", log)
     return Build(
         seconds=result.seconds,
-        apt_seconds=float(done.group(1)) if done else float("nan"),
+        apt_seconds=float(done.group(1)),
         downloaded=need.group(1) if need else "nothing",
     )
 
