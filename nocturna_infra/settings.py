@@ -623,7 +623,8 @@ def parse_settings(
 ) -> Settings:
     """Validate raw config strings into Settings; raise ConfigError at the first problem.
 
-    `project_dir` None skips the checks that build inputs exist (for tools that only read).
+    `project_dir` None skips the checks about what gets built: that build inputs exist and that
+    the browser path is the image's (for tools that only read, such as status).
     `secret_keys` names the keys set with `--secret`.
     """
     read = _Reader(raw, namespace)
@@ -707,7 +708,7 @@ def parse_settings(
         health=health,
         limits=limits,
         env=env,
-        puppeteer_executable_path=_puppeteer_executable_path(read),
+        puppeteer_executable_path=_puppeteer_executable_path(read, project_dir is not None),
         router=_router(read),
         state_stack=read.matching(
             "stateStack",
@@ -856,22 +857,24 @@ def _image(read: _Reader, environment: Environment, project_dir: Path | None) ->
     )
 
 
-def _puppeteer_executable_path(read: _Reader) -> str:
+def _puppeteer_executable_path(read: _Reader, building: bool) -> str:
     """The browser path given to the service. Refused when it names the other package's
     browser, which the image does not contain: the service would exit at start and its
     container restart until the health wait fails the `up`. Other paths (an image of one's
-    own) are taken as given."""
+    own) are taken as given, and so is every path when nothing is `building` (the live slots
+    may still run an image with the old browser)."""
     path = read.matching("puppeteerExecutablePath", EXECUTABLE_PATH_PATTERN, "an absolute path")
     package = read.mapping("buildArgs").get("CHROMIUM_PACKAGE", CHROMIUM_PACKAGES[0])
     installed = f"/usr/bin/{package}"
-    if path == installed or path not in {f"/usr/bin/{p}" for p in CHROMIUM_PACKAGES}:
+    browsers = {f"/usr/bin/{p}" for p in CHROMIUM_PACKAGES}
+    if not building or path == installed or path not in browsers:
         return path
     if package == CHROMIUM_PACKAGES[0]:
         read.fail(
             "puppeteerExecutablePath",
             f"is the full Chromium browser, which the image no longer installs (it installs "
             f"{package} unless buildArgs.CHROMIUM_PACKAGE is chromium): the service would exit "
-            'at start with "Browser was not found" and the new container never become healthy',
+            'at start with "Browser was not found", and the new container never become healthy',
             path,
             f"Run `pulumi config rm puppeteerExecutablePath` to use {installed}, or keep the full "
             "browser with `pulumi config set --path buildArgs.CHROMIUM_PACKAGE chromium` "

@@ -90,6 +90,15 @@ def test_the_full_browser_is_chosen_by_build_arg_and_path_together(project: Path
     assert settings.image.build_args["CHROMIUM_PACKAGE"] == "chromium"
 
 
+def test_tools_that_only_read_accept_the_old_browser_path() -> None:
+    """status reads a stack file while the live slots may still run the full-browser image."""
+    raw = {"puppeteerExecutablePath": "/usr/bin/chromium"}
+
+    settings = parse_settings(raw, api_key="", project_dir=None)
+
+    assert settings.puppeteer_executable_path == "/usr/bin/chromium"
+
+
 def test_a_browser_path_of_an_own_image_is_taken_as_given(project: Path) -> None:
     settings = parse(project, puppeteerExecutablePath="/opt/google/chrome/chrome")
 
@@ -421,7 +430,7 @@ def test_every_declared_key_has_a_default_or_is_secret() -> None:
             "nocturna-infra:puppeteerExecutablePath: is the full Chromium browser, which the "
             "image no longer installs (it installs chromium-headless-shell unless "
             "buildArgs.CHROMIUM_PACKAGE is chromium): the service would exit at start with "
-            '"Browser was not found" and the new container never become healthy; '
+            '"Browser was not found", and the new container never become healthy; '
             "got '/usr/bin/chromium'. Run `pulumi config rm puppeteerExecutablePath` to use "
             "/usr/bin/chromium-headless-shell, or keep the full browser with "
             "`pulumi config set --path buildArgs.CHROMIUM_PACKAGE chromium` (docs/dockerfile.md).",
