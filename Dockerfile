@@ -1,4 +1,4 @@
-# Image of the Nocturna Chart Service (Node.js 20 + Chromium for Puppeteer).
+# Image of the Nocturna Chart Service (Node.js 20 + Chromium's headless shell for Puppeteer).
 #
 # The build context is the service checkout (package.json, package-lock.json, src/, public/);
 # this file lives in nocturna-infra and is passed with -f, so it copies nothing of ours.
@@ -31,22 +31,32 @@ RUN if [ -n "$(printenv EXTRA_CA_CERTS)" ]; then \
            || { echo 'EXTRA_CA_CERTS: no PEM certificate found' >&2; exit 1; }; } \
       && if command -v update-ca-certificates >/dev/null; then update-ca-certificates; fi; \
     fi
+# The browser Puppeteer drives, a Debian package whose binary is /usr/bin/<package>:
+#   chromium-headless-shell  Chromium's headless shell (default): the same Chromium, headless
+#                            only, without GTK, dbus, cups or avahi; about 200 MB smaller
+#   chromium                 the full browser, for a service that needs a headful feature
+# PUPPETEER_EXECUTABLE_PATH below follows it; so must the stack's puppeteerExecutablePath.
+ARG CHROMIUM_PACKAGE=chromium-headless-shell
 # The official image's docker-clean hook deletes downloaded .debs; removing it keeps them in the
 # cache mount. The package lists live on a cache mount too, so none end up in the image.
-# Chromium's Depends bring the libraries it needs (nss, atk-bridge, gbm, pango, asound, ...).
+# The browser's Depends bring the libraries it needs (nss, gbm, pango, fontconfig, ...).
 RUN --mount=type=cache,id=nocturna-apt-cache,target=/var/cache/apt,sharing=locked \
     --mount=type=cache,id=nocturna-apt-lists,target=/var/lib/apt/lists,sharing=locked \
-    rm -f /etc/apt/apt.conf.d/docker-clean \
+    case "$CHROMIUM_PACKAGE" in \
+      chromium-headless-shell|chromium) ;; \
+      *) echo "CHROMIUM_PACKAGE: must be chromium-headless-shell or chromium; got '$CHROMIUM_PACKAGE'" >&2; exit 1 ;; \
+    esac \
+    && rm -f /etc/apt/apt.conf.d/docker-clean \
     && echo 'Binary::apt::APT::Keep-Downloaded-Packages "true";' >/etc/apt/apt.conf.d/keep-cache \
     && apt-get update \
     && apt-get install -y --no-install-recommends \
          ca-certificates \
-         chromium \
+         "$CHROMIUM_PACKAGE" \
          fonts-liberation \
          fonts-noto-color-emoji \
     && update-ca-certificates
 ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt \
-    PUPPETEER_EXECUTABLE_PATH=/usr/bin/chromium \
+    PUPPETEER_EXECUTABLE_PATH=/usr/bin/${CHROMIUM_PACKAGE} \
     PUPPETEER_SKIP_DOWNLOAD=true
 
 FROM base AS dependencies

@@ -1,11 +1,12 @@
 """The program's container arguments on the real daemon: Chromium still renders under them.
 
 The fixture service does not run Chromium, but its image is built from the real Dockerfile
-and holds the real Chromium package. So the proof runs Chromium itself, headless, inside a
-container created from render.container_args (read-only root, every tmpfs `noexec`, /dev/shm
-Docker's `noexec` default, all capabilities dropped, no-new-privileges, the nproc limit) and
-checks the picture it writes. What it does not prove: the real service's Puppeteer flags and
-pages (not in this repository).
+and holds the real browser package (Chromium's headless shell). So the proof runs the browser
+the program points Puppeteer at (the container's PUPPETEER_EXECUTABLE_PATH, from the
+puppeteerExecutablePath default) inside a container created from render.container_args
+(read-only root, every tmpfs `noexec`, /dev/shm Docker's `noexec` default, all capabilities
+dropped, no-new-privileges, the nproc limit) and checks the picture it writes. What it does
+not prove: the real service's Puppeteer flags and pages (not in this repository).
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ PAGE = (
     "<rect width='320' height='200' fill='navy'/><circle cx='160' cy='100' r='80' fill='gold'/>"
     "</svg>"
 )
+# The browser the service would launch: the path the program gives it, as the service reads it.
 CHROMIUM = (
-    "chromium", "--headless", "--disable-gpu", "--user-data-dir=/tmp/chromium-profile",
+    "sh", "-c", 'exec "$PUPPETEER_EXECUTABLE_PATH" "$@"', "browser",
+    "--headless", "--disable-gpu", "--user-data-dir=/tmp/chromium-profile",
     "--window-size=320,200",
 )  # fmt: skip
 
@@ -97,6 +100,13 @@ def test_a_binary_copied_to_tmp_cannot_run(container: str) -> None:
 
     assert "Permission denied" in output
     assert "exit=126" in output
+
+
+def test_the_service_is_given_the_headless_shell_the_image_holds(container: str) -> None:
+    path = exec_in(container, "sh", "-c", 'echo "$PUPPETEER_EXECUTABLE_PATH"').strip()
+
+    assert path == "/usr/bin/chromium-headless-shell"
+    assert exec_in(container, "test", "-x", path, "-a", "!", "-e", "/usr/bin/chromium") == ""
 
 
 def test_chromium_renders_a_page_under_the_programs_arguments(container: str) -> None:

@@ -33,6 +33,10 @@ SRC_STEP = "COPY src ./src"
 # Timing overrides only: the check command that runs is still the image's own HEALTHCHECK.
 FAST_HEALTH = ("--health-interval", "1s", "--health-start-period", "1ms")  # 0 would inherit
 BUILD_ONLY_COMMANDS = ("cc", "gcc", "g++", "c++", "make", "curl", "wget", "git")
+# Installed with the full browser (`chromium`), not with its headless shell.
+FULL_BROWSER_ONLY = (
+    "chromium", "libgtk-3-0t64", "dbus", "systemd", "libcups2t64", "libavahi-client3",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -270,7 +274,7 @@ def test_image_carries_oci_labels_and_runtime_config(image):
         "NODE_ENV=production",
         "PORT=3011",
         "HOST=0.0.0.0",
-        "PUPPETEER_EXECUTABLE_PATH=/usr/bin/chromium",
+        "PUPPETEER_EXECUTABLE_PATH=/usr/bin/chromium-headless-shell",
         "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt",
     } <= set(config["Env"])
 
@@ -297,16 +301,59 @@ def test_image_holds_no_build_only_tools(image):
     assert sh_in_image(image.image_id, f"{script} true") == ""
 
 
-def test_image_has_chromium_and_trusts_the_host_cas(image):
+def test_image_has_the_headless_shell_and_trusts_the_host_cas(image):
     extra = docker_host.default_build_args()["EXTRA_CA_CERTS"]
     script = (
-        "test -x /usr/bin/chromium && echo chromium;"
+        '"$PUPPETEER_EXECUTABLE_PATH" --version;'
         " cat /usr/local/share/ca-certificates/nocturna-extra-*.crt 2>/dev/null"
     )
 
     output = sh_in_image(image.image_id, script, user="node")
 
-    assert output == "chromium\n" + extra
+    assert re.fullmatch(r"Chromium \d+\.[\d.]+\n", output.removesuffix(extra)), output
+    assert output.endswith(extra)
+
+
+def test_image_holds_no_full_browser_or_desktop_services(image):
+    """What makes the headless shell lighter: none of the full browser's desktop stack."""
+    script = (
+        "ls /usr/bin/chromium 2>/dev/null;"
+        f" dpkg-query -W -f '${{db:Status-Abbrev}}${{Package}}\\n' {' '.join(FULL_BROWSER_ONLY)}"
+        " 2>/dev/null | grep '^ii';"
+        " true"
+    )
+
+    assert sh_in_image(image.image_id, script) == ""
+
+
+def test_full_browser_build_arg_installs_chromium_and_points_puppeteer_at_it(image):
+    result = docker_host.build(
+        docker_host.FIXTURE_SERVICE,
+        args=docker_host.default_build_args(CHROMIUM_PACKAGE="chromium"),
+        target="base",
+    )
+    try:
+        env = docker_host.inspect(result.image_id)["Config"]["Env"]
+        output = sh_in_image(result.image_id, '"$PUPPETEER_EXECUTABLE_PATH" --version')
+    finally:
+        docker_host.remove_image(result)
+
+    assert "PUPPETEER_EXECUTABLE_PATH=/usr/bin/chromium" in env
+    assert output.startswith("Chromium ")
+
+
+def test_unknown_browser_package_fails_the_build_before_apt(image):
+    with pytest.raises(docker_host.DockerError) as error:
+        docker_host.build(
+            docker_host.FIXTURE_SERVICE,
+            args=docker_host.default_build_args(CHROMIUM_PACKAGE="google-chrome-stable"),
+            target="base",
+        )
+
+    assert (
+        "CHROMIUM_PACKAGE: must be chromium-headless-shell or chromium; "
+        "got 'google-chrome-stable'" in str(error.value)
+    )
 
 
 def test_base_stage_builds_without_extra_cas(image):

@@ -75,6 +75,36 @@ def test_user_env_and_build_args_are_read_as_strings(project: Path) -> None:
     assert dict(settings.image.build_args) == {"VERSION": "1.2.3"}
 
 
+def test_the_service_is_pointed_at_the_headless_shell_the_image_installs(project: Path) -> None:
+    assert parse(project).puppeteer_executable_path == "/usr/bin/chromium-headless-shell"
+
+
+def test_the_full_browser_is_chosen_by_build_arg_and_path_together(project: Path) -> None:
+    settings = parse(
+        project,
+        buildArgs='{"CHROMIUM_PACKAGE": "chromium"}',
+        puppeteerExecutablePath="/usr/bin/chromium",
+    )
+
+    assert settings.puppeteer_executable_path == "/usr/bin/chromium"
+    assert settings.image.build_args["CHROMIUM_PACKAGE"] == "chromium"
+
+
+def test_tools_that_only_read_accept_the_old_browser_path() -> None:
+    """status reads a stack file while the live slots may still run the full-browser image."""
+    raw = {"puppeteerExecutablePath": "/usr/bin/chromium"}
+
+    settings = parse_settings(raw, api_key="", project_dir=None)
+
+    assert settings.puppeteer_executable_path == "/usr/bin/chromium"
+
+
+def test_a_browser_path_of_an_own_image_is_taken_as_given(project: Path) -> None:
+    settings = parse(project, puppeteerExecutablePath="/opt/google/chrome/chrome")
+
+    assert settings.puppeteer_executable_path == "/opt/google/chrome/chrome"
+
+
 def test_every_declared_key_has_a_default_or_is_secret() -> None:
     assert all((key.default is not None) != key.secret for key in CONFIG_SCHEMA)
 
@@ -408,6 +438,33 @@ def test_every_declared_key_has_a_default_or_is_secret() -> None:
             {"puppeteerExecutablePath": "chromium"},
             "nocturna-infra:puppeteerExecutablePath: must be an absolute path; got 'chromium'.",
             id="puppeteer-path",
+        ),
+        pytest.param(
+            {"puppeteerExecutablePath": "/usr/bin/chromium"},
+            "nocturna-infra:puppeteerExecutablePath: is the full Chromium browser, which the "
+            "image no longer installs (it installs chromium-headless-shell unless "
+            "buildArgs.CHROMIUM_PACKAGE is chromium): the service would exit at start with "
+            '"Browser was not found", and the new container never become healthy; '
+            "got '/usr/bin/chromium'. Run `pulumi config rm puppeteerExecutablePath` to use "
+            "/usr/bin/chromium-headless-shell, or keep the full browser with "
+            "`pulumi config set --path buildArgs.CHROMIUM_PACKAGE chromium` (docs/dockerfile.md).",
+            id="puppeteer-path-of-the-old-image",
+        ),
+        pytest.param(
+            {"buildArgs": '{"CHROMIUM_PACKAGE": "chromium"}'},
+            "nocturna-infra:puppeteerExecutablePath: must be /usr/bin/chromium when "
+            "buildArgs.CHROMIUM_PACKAGE is chromium: the image holds no other browser, and the "
+            'service would exit at start with "Browser was not found"; '
+            "got '/usr/bin/chromium-headless-shell'. "
+            "Run `pulumi config set puppeteerExecutablePath /usr/bin/chromium`.",
+            id="full-browser-with-the-default-path",
+        ),
+        pytest.param(
+            {"buildArgs": '{"CHROMIUM_PACKAGE": "google-chrome"}'},
+            "nocturna-infra:buildArgs.CHROMIUM_PACKAGE: must be one of chromium-headless-shell, "
+            "chromium (the browser the image installs); got 'google-chrome'. "
+            "Run `pulumi config rm --path buildArgs.CHROMIUM_PACKAGE` for the headless shell.",
+            id="chromium-package",
         ),
         pytest.param(
             {"nginxTestCommand": "nginx 'unterminated"},

@@ -8,7 +8,6 @@ before any resource is declared, and the first problem stops the program with a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import pulumi
 
 from nocturna_infra.hosts import HostSettings, parse_hosts
 from nocturna_infra.settings.container import (
+    CHROMIUM_PACKAGES,
     ENV_NAME_PATTERN,
     HEALTH_PATH_PATTERN,
     HEALTH_TEXT_PATTERN,
@@ -30,6 +30,7 @@ from nocturna_infra.settings.container import (
     parse_bind_address,
     parse_image,
     parse_limits,
+    parse_puppeteer_executable_path,
     parse_slot_ports,
 )
 from nocturna_infra.settings.reader import ConfigError, Reader, read_stack_file
@@ -50,6 +51,7 @@ from nocturna_infra.settings.schema import (
 from nocturna_infra.slot import PRODUCTION_SLOTS, Slot
 
 __all__ = [
+    "CHROMIUM_PACKAGES",
     "CONFIG_SCHEMA",
     "PROJECT",
     "SCHEMA_BY_NAME",
@@ -145,7 +147,8 @@ def parse_settings(
 ) -> Settings:
     """Validate raw config strings into Settings; raise ConfigError at the first problem.
 
-    `project_dir` None skips the checks that build inputs exist (for tools that only read).
+    `project_dir` None skips the checks about what gets built: that build inputs exist and that
+    the browser path is the image's (for tools that only read, such as status).
     `secret_keys` names the keys set with `--secret`.
     """
     read = Reader(raw, namespace)
@@ -231,9 +234,7 @@ def parse_settings(
         health=health,
         limits=limits,
         env=env,
-        puppeteer_executable_path=read.matching(
-            "puppeteerExecutablePath", re.compile(r"^/[A-Za-z0-9._/-]+$"), "an absolute path"
-        ),
+        puppeteer_executable_path=parse_puppeteer_executable_path(read, project_dir is not None),
         router=parse_router(read),
         state_stack=read.matching(
             "stateStack",

@@ -42,6 +42,10 @@ LINUX_PLATFORMS: Final = (
     "linux/riscv64",
 )
 
+# The Dockerfile's CHROMIUM_PACKAGE choices, default first; each installs /usr/bin/<package>.
+CHROMIUM_PACKAGES: Final = ("chromium-headless-shell", "chromium")
+EXECUTABLE_PATH_PATTERN: Final = re.compile(r"^/[A-Za-z0-9._/-]+$")
+
 
 @dataclass(frozen=True)
 class ImageSettings:
@@ -167,6 +171,38 @@ def parse_limits(read: Reader) -> ResourceLimits:
     )
 
 
+def parse_puppeteer_executable_path(read: Reader, building: bool) -> str:
+    """The browser path given to the service. Refused when it names the other package's
+    browser, which the image does not contain: the service would exit at start and its
+    container restart until the health wait fails the `up`. Other paths (an image of one's
+    own) are taken as given, and so is every path when nothing is `building` (the live slots
+    may still run an image with the old browser)."""
+    path = read.matching("puppeteerExecutablePath", EXECUTABLE_PATH_PATTERN, "an absolute path")
+    package = read.mapping("buildArgs").get("CHROMIUM_PACKAGE", CHROMIUM_PACKAGES[0])
+    installed = f"/usr/bin/{package}"
+    browsers = {f"/usr/bin/{p}" for p in CHROMIUM_PACKAGES}
+    if not building or path == installed or path not in browsers:
+        return path
+    if package == CHROMIUM_PACKAGES[0]:
+        read.fail(
+            "puppeteerExecutablePath",
+            f"is the full Chromium browser, which the image no longer installs (it installs "
+            f"{package} unless buildArgs.CHROMIUM_PACKAGE is chromium): the service would exit "
+            'at start with "Browser was not found", and the new container never become healthy',
+            path,
+            f"Run `pulumi config rm puppeteerExecutablePath` to use {installed}, or keep the full "
+            "browser with `pulumi config set --path buildArgs.CHROMIUM_PACKAGE chromium` "
+            "(docs/dockerfile.md).",
+        )
+    read.fail(
+        "puppeteerExecutablePath",
+        f"must be {installed} when buildArgs.CHROMIUM_PACKAGE is {package}: the image holds "
+        'no other browser, and the service would exit at start with "Browser was not found"',
+        path,
+        f"Run `pulumi config set puppeteerExecutablePath {installed}`.",
+    )
+
+
 def parse_image(read: Reader, environment: Environment, project_dir: Path | None) -> ImageSettings:
     repository = read.matching(
         "imageName", IMAGE_REPOSITORY_PATTERN, "a lower-case image repository name"
@@ -191,6 +227,14 @@ def parse_image(read: Reader, environment: Environment, project_dir: Path | None
             read.fail(
                 "buildArgs", f"{arg} is set by the program from baseImage/extraCaCertsDir", arg
             )
+    package = build_args.get("CHROMIUM_PACKAGE", CHROMIUM_PACKAGES[0])
+    if package not in CHROMIUM_PACKAGES:
+        read.fail(
+            "buildArgs.CHROMIUM_PACKAGE",
+            f"must be one of {', '.join(CHROMIUM_PACKAGES)} (the browser the image installs)",
+            package,
+            "Run `pulumi config rm --path buildArgs.CHROMIUM_PACKAGE` for the headless shell.",
+        )
     return ImageSettings(
         repository=repository,
         tag=environment.value,

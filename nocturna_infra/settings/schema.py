@@ -200,8 +200,10 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
     ConfigKey(
         "puppeteerExecutablePath",
         "string",
-        "/usr/bin/chromium",
-        "Chromium binary inside the image (PUPPETEER_EXECUTABLE_PATH).",
+        "/usr/bin/chromium-headless-shell",
+        "Browser binary inside the image (PUPPETEER_EXECUTABLE_PATH): "
+        "/usr/bin/chromium-headless-shell, or /usr/bin/chromium with buildArgs.CHROMIUM_PACKAGE "
+        "chromium (the full browser); another path only for an image of your own.",
     ),
     ConfigKey(
         "upstreamFile",

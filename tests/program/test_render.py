@@ -62,7 +62,7 @@ def test_blue_container_arguments(project: Path) -> None:
             "LOG_LEVEL=info",
             "NODE_ENV=production",
             "PORT=3011",
-            "PUPPETEER_EXECUTABLE_PATH=/usr/bin/chromium",
+            "PUPPETEER_EXECUTABLE_PATH=/usr/bin/chromium-headless-shell",
         ],
         "labels": [
             {"label": "com.nocturna.environment", "value": "production"},

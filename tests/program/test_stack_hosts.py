@@ -88,13 +88,22 @@ def declared(run: MockedRun) -> dict[str, dict[str, Any]]:
 
 
 def fixture_declared(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {
+    """The record's resources as today's program declares them unchanged. Issue 19, after the
+    record was made, moved the default browser to the headless shell: the standby, declared
+    from today's settings, takes the new path; the live slot keeps the one it runs with."""
+    declared = {
         name: {
             **entry,
             "options": {k: v for k, v in entry["options"].items() if k not in STATE_ONLY_OPTIONS},
         }
         for name, entry in record["resources"].items()
     }
+    standby = declared[GREEN]["inputs"]
+    declared[GREEN] = {
+        **declared[GREEN],
+        "inputs": {**standby, "envs": with_new_browser(standby["envs"])},
+    }
+    return declared
 
 
 def test_upgrading_a_single_host_stack_changes_nothing(project: Path) -> None:
@@ -105,12 +114,24 @@ def test_upgrading_a_single_host_stack_changes_nothing(project: Path) -> None:
 
     before, after = fixture_declared(record), declared(upgraded)
     router_before, router_after = before.pop(SWITCH), after.pop(SWITCH)
+    assert OLD_BROWSER in after[BLUE]["inputs"]["envs"]  # the live slot as it runs
     assert after == before
-    assert upgraded.exports["deployment"] == record["exports"]["deployment"]
+    deployment = record["exports"]["deployment"]
+    deployment["slots"]["green"]["envs"] = with_new_browser(deployment["slots"]["green"]["envs"])
+    assert upgraded.exports["deployment"] == deployment
     # The router runs the same switch with the same servers; only the release gates (issue
     # 11, merged after the record was made) may add flags and their environment.
     assert router_after["inputs"]["triggers"] == router_before["inputs"]["triggers"]
     assert without_gates(router_after["inputs"]["create"]) == router_before["inputs"]["create"]
+
+
+OLD_BROWSER = "PUPPETEER_EXECUTABLE_PATH=/usr/bin/chromium"
+
+
+def with_new_browser(envs: list[str]) -> list[str]:
+    assert OLD_BROWSER in envs
+    new = "PUPPETEER_EXECUTABLE_PATH=/usr/bin/chromium-headless-shell"
+    return [new if env == OLD_BROWSER else env for env in envs]
 
 
 def without_gates(command: str) -> str:
