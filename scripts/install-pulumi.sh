@@ -46,6 +46,7 @@ for arg in "$@"; do
 done
 
 export PULUMI_SKIP_UPDATE_CHECK=true
+version_ge() { [[ $(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1) == "$2" ]]; }
 say() { echo "install-pulumi: $*" >&2; }
 missing=()
 miss() { missing+=("$1"); say "cannot produce $1"; }
@@ -53,7 +54,12 @@ miss() { missing+=("$1"); say "cannot produce $1"; }
 # --- Go, only when something has to be built ------------------------------------------------
 go_env() {
   command -v go >/dev/null || { say "no 'go' command on PATH (Debian: golang-go >= 1.26.6)"; return 1; }
-  export GOTOOLCHAIN=local # the wrappers need go 1.26.6; the machine's Go must have it
+  # The wrappers need Go >= 1.26.6: the machine's, else go1.27.3 from the Go module proxy.
+  if version_ge "$(GOTOOLCHAIN=local go env GOVERSION | sed 's/^go//')" 1.26.6; then
+    export GOTOOLCHAIN=local
+  else
+    export GOTOOLCHAIN=go1.27.3
+  fi
   export GOMODCACHE=$CACHE/go/mod GOCACHE=$CACHE/go/build
   export GOFLAGS="-p=2 -trimpath -buildvcs=false -mod=readonly" CGO_ENABLED=0
   mkdir -p "$GOMODCACHE" "$GOCACHE"
@@ -94,7 +100,6 @@ served() {
 }
 
 # --- The CLI and the Python language host ------------------------------------------------------
-version_ge() { [[ $(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1) == "$2" ]]; }
 BIN=""
 if existing=$(command -v pulumi 2>/dev/null); then
   have=$(pulumi version 2>/dev/null | sed 's/^v//') || have=""
