@@ -11,7 +11,14 @@ set -euo pipefail
 
 IMAGE=${NOCTURNA_BASE_IMAGE:-local/node:20-slim}
 SUITE=trixie
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The Debian mirror: DEBIAN_MIRROR, else the one this host's own apt sources use for the main
+# archive (deb822 `URIs:` or one-line `deb URI`), so the script names no mirror of its own.
+host_mirror() {
+  cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources \
+    2>/dev/null | sed -nE 's#^(URIs:[[:space:]]*|deb[[:space:]]+(\[[^]]*\][[:space:]]+)?)([a-z]+://[^[:space:]]*/debian)/?([[:space:]].*)?$#\3#p' \
+    | head -n 1
+}
+MIRROR=${DEBIAN_MIRROR:-$(host_mirror)}
 CACHE_DIR=${NOCTURNA_CACHE_DIR:-/var/cache/nocturna-infra}
 # Bump the suffix when the recipe below changes, so a stale cached tarball is not reused.
 TARBALL="$CACHE_DIR/node-20-slim-$SUITE-v1.tar"
@@ -37,7 +44,11 @@ if [[ ! -s $TARBALL ]]; then
   }
   trap cleanup EXIT
 
-  echo "$IMAGE: debootstrap $SUITE into $rootfs"
+  [[ -n $MIRROR ]] || {
+    echo "$IMAGE: no Debian mirror: set DEBIAN_MIRROR (none found in /etc/apt/sources.list*)" >&2
+    exit 1
+  }
+  echo "$IMAGE: debootstrap $SUITE into $rootfs from $MIRROR"
   # Plain-HTTP mirror: apt verifies packages by signature, and HTTP avoids any
   # TLS-intercepting proxy on the way.
   debootstrap --variant=minbase "$SUITE" "$rootfs" "$MIRROR" >"$CACHE_DIR/debootstrap.log" 2>&1 \
