@@ -200,13 +200,13 @@ class TwoHostRehearsal:
             "extraCaCertsDir": str(ca_dir) if list(ca_dir.glob("*.crt")) else "",
             "bluePort": str(self.ports["blue"]),
             "greenPort": str(self.ports["green"]),
-            "healthIntervalSeconds": "2",
             # Roomier than the single-host rehearsal: host 2's health is polled over SSH, its
             # engine may have just started, and on a busy 2-core machine (load 8) each check's
             # `node` took over 1 s to start, so no slot became healthy in 20 s. No step here
             # expects an unhealthy slot, and a healthy one is reported as soon as it answers,
-            # so the room costs nothing when all is well (wait: 30 s + 2 s x 6 = 42 s).
-            "healthTimeoutSeconds": "5",
+            # so the room costs little when all is well (wait: 30 s + 3 s x 6 = 48 s).
+            "healthIntervalSeconds": "3",
+            "healthTimeoutSeconds": "2",
             "healthRetries": "5",
             "healthStartPeriodSeconds": "30",
             "stopTimeoutSeconds": "35",

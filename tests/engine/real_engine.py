@@ -20,7 +20,10 @@ import pytest
 from pulumi import automation as auto
 
 ROOT = Path(__file__).resolve().parents[2]
-PROGRAM_FILES = ("__main__.py", "nocturna_infra", "nginx", "smoke", "venv")
+PROGRAM_FILES = ("__main__.py", "nocturna_infra", "nginx", "venv")
+COPIED_DIRS = ("smoke",)
+"""Copied, not linked: a smoke check's bodyFile must resolve inside the project (a symlink out
+of it is refused, issue 17)."""
 
 
 def pulumi_bin() -> Path:
@@ -77,4 +80,6 @@ def project_copy(tmp_path: Path) -> Path:
     for name in PROGRAM_FILES:
         if (ROOT / name).exists():
             (work / name).symlink_to(ROOT / name)
+    for name in COPIED_DIRS:
+        shutil.copytree(ROOT / name, work / name)
     return work
