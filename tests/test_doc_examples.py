@@ -57,8 +57,8 @@ PORTS: Final = {
     8098: "verify staging",
 }
 """Documented ports (on 127.0.0.1); each becomes a free test port (`Host.ports`)."""
-STACK_PORTS: Final = {"bluePort": 3014, "greenPort": 3012, "stagingPort": 3013}
-"""Stack keys holding documented ports (Pulumi.yaml's defaults)."""
+SLOT_PORTS: Final = {"blue": 3014, "green": 3012, "staging": 3013}
+"""Each slot's documented port: Pulumi.yaml's default of `<slot>Port`."""
 STACK_PATHS: Final = ("upstreamFile", "selectionDir", "verifyUrl")
 """Stack keys whose values go through `StandIns.paths`."""
 PRODUCTION_RE: Final = re.compile(r"/etc/nginx|/var/lib/nocturna|127\.0\.0\.1:(\d+)")
@@ -322,7 +322,8 @@ class Host:
             for doc, test in subs.paths.items():
                 value = value.replace(doc, test)
             config[f"nocturna-infra:{key}"] = value
-        for key, doc_port in STACK_PORTS.items():
+        for slot, doc_port in SLOT_PORTS.items():
+            key = f"{slot}Port"
             assert declared[key]["default"] == doc_port, f"the docs' {key} is no longer {doc_port}"
             config[f"nocturna-infra:{key}"] = self.ports[doc_port]
         config["nocturna-infra:serviceName"] = subs.service
@@ -410,7 +411,7 @@ def host() -> Iterator[Host]:
         made.write_stack("production")
         for name, text in stand_ins(made).files.items():
             (made.project / name).write_text(text)
-        for doc_port, slot in ((3014, "blue"), (3012, "green"), (3013, "staging")):
+        for slot, doc_port in SLOT_PORTS.items():
             made.containers.append(start_slot(f"{made.service}-{slot}", slot, ports[doc_port]))
         for cid in made.containers:
             docker_host.wait_healthy(cid, timeout=60)
@@ -519,17 +520,22 @@ def smoke_check_names(command: Command, project: Path) -> list[str]:
     return [check["name"] for check in json.loads(text)]
 
 
-def _status_promise(done: subprocess.CompletedProcess[str], command: Command, live: str) -> None:
+def assert_status_as_configured(
+    done: subprocess.CompletedProcess[str], command: Command, live: str, server: str
+) -> None:
+    """Exit 0, and Nginx routes to `live`: per the files, the selection and the verification
+    server's answer."""
     assert done.returncode == 0, done.stdout + done.stderr
     if "--json" in command.args:
         nginx = json.loads(done.stdout)["nginx"]
-        assert (nginx["routedSlots"], nginx["selection"]) == ([live], live)
-    elif live == "staging":
-        assert "routes to staging (" in done.stdout.splitlines()[1], done.stdout
-    else:
-        nginx_line = done.stdout.splitlines()[1]
-        assert f"routes to {live} (" in nginx_line, done.stdout
+        assert nginx["routedSlots"] == [live], nginx
+        assert (nginx["selection"], nginx["answeredFrom"]) == (live, server), nginx
+        return
+    nginx_line = done.stdout.splitlines()[1]
+    assert f" routes to {live} ({server});" in nginx_line, done.stdout
+    if live != "staging":
         assert f"; selection: {live};" in nginx_line, done.stdout
+    assert nginx_line.endswith(f"; verification server answered from {server}"), done.stdout
 
 
 @pytest.mark.docker
@@ -546,7 +552,8 @@ def test_example_does_what_the_docs_say(example: Example, host: Host) -> None:
             stack = command.flag("--stack") or "production"
             for live in ("blue", "green") if stack == "production" else ("staging",):
                 host.route(stack, live)
-                _status_promise(run(argv, host.project, env), command, live)
+                server = f"127.0.0.1:{host.ports[SLOT_PORTS[live]]}"
+                assert_status_as_configured(run(argv, host.project, env), command, live, server)
         elif "--help" in command.args:
             done = run(argv, host.project, env)
             assert done.returncode == 0, done.stderr
