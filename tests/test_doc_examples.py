@@ -97,7 +97,6 @@ def stand_ins(host: Host) -> StandIns:
             "nginx -s reload": nginx.reload_command,
             "nginx": nginx.start_command,
             "venv/bin/python": sys.executable,
-            "python": sys.executable,
         },
         defaults={
             "--nginx-test": nginx.test_command,
@@ -272,7 +271,7 @@ def substitute(command: Command, subs: StandIns) -> list[str]:
     for arg in argv:
         for match in PRODUCTION_RE.finditer(arg):
             if match.group(1) is None or match.group(1) not in test_ports:
-                msg = f"{match.group(0)!r} in {arg!r} has no stand-in in STAND_INS"
+                msg = f"{match.group(0)!r} in {arg!r} has no stand-in in stand_ins()"
                 raise ValueError(msg)
     return argv
 
@@ -469,8 +468,12 @@ def test_every_example_is_recognised() -> None:
             problems.append(f"{example.where}: {error}")
             continue
         for command in commands:
-            if command.interpreter not in ("venv/bin/python", "python"):
-                problems.append(f"{example.where}: unknown interpreter {command.interpreter!r}")
+            if command.interpreter != "venv/bin/python":
+                problems.append(
+                    f"{example.where}: runs {command.interpreter!r}, not the checkout's "
+                    "venv/bin/python (what the router runs, routerPython; Debian and Ubuntu "
+                    "have no `python` command)"
+                )
             unknown = [e for e in command.env if e != "API_KEY=..."]
             if unknown:
                 problems.append(f"{example.where}: unknown environment {unknown}")
