@@ -5,6 +5,7 @@ HTTP/1.1 with keepalive, so Nginx's upstream keepalive is exercised as in produc
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import threading
@@ -17,6 +18,11 @@ from urllib.parse import parse_qs, urlsplit
 from tests.ports import free_port
 
 PNG_BYTES = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
+RENDER_JSON = {
+    "status": "success",
+    "data": {"image": base64.b64encode(PNG_BYTES).decode(), "format": "png"},
+}
+"""The chart service's answer to a render: the PNG base64-encoded inside JSON."""
 
 
 @dataclass
@@ -27,7 +33,9 @@ class Backend:
     - `healthy_after`: seconds after start during which /health answers 503.
     - `wrong_service`: /health answers 200 with another service's JSON.
     - `render_status`: status of POST /render (the smoke request).
-    - `render_json`: POST /render answers JSON `{"data": {"format": "png"}}` instead of PNG bytes.
+    - `render_json`: POST /render answers the service's JSON (`RENDER_JSON`) instead of PNG bytes.
+    - `render_path`: the path that renders (the real service's is `/api/v2/chart/render`).
+    - `expect_authorization`: POST answers 401 unless the Authorization header is this.
     - `echo_authorization`: once `echo_after` requests other than /health were answered, POST
       /render quotes the request's Authorization header: `"json"` as `data.format`, `"body"`
       in a 500 body where it starts `echo_offset` bytes in (a careless release).
@@ -45,6 +53,8 @@ class Backend:
     """Once this many requests other than /health were answered, those answer 500 (a release
     that breaks after the switch; /health stays 200)."""
     render_json: bool = False
+    render_path: str = "/render"
+    expect_authorization: str | None = None
     echo_authorization: str | None = None
     echo_after: int = 0
     echo_offset: int = 190
@@ -72,13 +82,14 @@ class Backend:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def start(self, port: int = 0) -> Backend:
+    def start(self, port: int = 0, host: str = "127.0.0.1") -> Backend:
+        """Listen on `host` (inside a container: 0.0.0.0, so a published port reaches it)."""
         backend = self
 
         class Handler(_Handler):
             owner = backend
 
-        server = _Server(("127.0.0.1", port or free_port()), Handler, bind_and_activate=False)
+        server = _Server((host, port or free_port()), Handler, bind_and_activate=False)
         server.daemon_threads = True
         server.request_queue_size = 256
         server.allow_reuse_address = True
@@ -212,15 +223,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.owner.last_authorization = self.headers.get("Authorization")
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
-        if self.owner.trickle:
+        expected = self.owner.expect_authorization
+        if expected is not None and self.owner.last_authorization != expected:
+            self._json(401, {"error": "unauthorized"})
+        elif self.owner.trickle:
             self._trickled(200, b'{"data":{"format":"png"}}')
         elif self._broken():
             self._json(500, {"error": {"code": "RENDER_ERROR"}, "slot": self.owner.slot})
         elif self._echo():
             pass
-        elif urlsplit(self.path).path == "/render" and self.owner.render_status == 200:
+        elif urlsplit(self.path).path == self.owner.render_path and self.owner.render_status == 200:
             if self.owner.render_json:
-                self._json(200, {"data": {"format": "png"}})
+                self._json(200, RENDER_JSON)
             else:
                 self._reply(200, PNG_BYTES, "image/png")
         else:
