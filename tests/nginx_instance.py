@@ -65,6 +65,17 @@ class Site:
     def upstream_file(self) -> str:
         return f"/etc/nginx/upstreams/{self.upstream_name}.conf"
 
+    @property
+    def upstream_include(self) -> str:
+        """How the site includes it: a pattern matching that one name, or nothing yet."""
+        return include_pattern(self.upstream_file)
+
+
+def include_pattern(path: Path | str) -> str:
+    """`/x/name.conf` as the shipped sites include it: `/x/name.con[f]`."""
+    text = str(path)
+    return f"{text[:-1]}[{text[-1]}]"
+
 
 PRODUCTION = Site(
     SITE_CONF,
@@ -102,7 +113,9 @@ def render_site_conf(
         text, site.listen, site.listen.replace("listen 80", f"listen 127.0.0.1:{listen_port}")
     )
     text = _substitute(text, site.verify_listen, f"listen 127.0.0.1:{verify_port};")
-    text = _substitute(text, f"include {site.upstream_file};", f"include {upstream_file};")
+    text = _substitute(
+        text, f"include {site.upstream_include};", f"include {include_pattern(upstream_file)};"
+    )
     text = _substitute(
         text, f"{DEFAULT_SELECTION_DIR}/", f"{selection_dir}/", times=site.selection_tests
     )

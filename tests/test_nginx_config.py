@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nocturna_infra.traffic.upstream import render_upstreams
-from tests.nginx_instance import DEFAULT_SELECTION_DIR, MAIN_CONF, NGINX, REPO
+from tests.nginx_instance import DEFAULT_SELECTION_DIR, MAIN_CONF, NGINX, REPO, include_pattern
 
 pytestmark = pytest.mark.nginx
 
@@ -32,7 +32,9 @@ def install(prefix: Path, *, with_upstreams: bool) -> Path:
         if with_upstreams:
             upstream_file.write_text(render_upstreams(upstream, groups, datetime.now(UTC)))
         text = (REPO / "nginx" / site).read_text()
-        text = text.replace(f"/etc/nginx/upstreams/{upstream}.conf", str(upstream_file))
+        text = text.replace(
+            f"/etc/nginx/upstreams/{upstream}.con[f]", include_pattern(upstream_file)
+        )
         text = text.replace(DEFAULT_SELECTION_DIR, str(prefix / "selection"))
         (prefix / site).write_text(text)
         includes.append(f"    include {prefix / site};")
@@ -58,11 +60,28 @@ def test_production_and_staging_sites_install_side_by_side(tmp_path: Path) -> No
     assert "syntax is ok" in result.stderr
 
 
-def test_sites_need_their_upstream_files_written_by_a_first_switch(tmp_path: Path) -> None:
+def test_sites_pass_nginx_t_before_a_first_switch_wrote_their_upstream_files(
+    tmp_path: Path,
+) -> None:
+    """A fresh host: Nginx starts with both sites before either stack's first switch."""
     result = nginx_test(tmp_path, install(tmp_path, with_upstreams=False))
 
-    assert result.returncode != 0
-    assert "nocturna-img-production.conf" in result.stderr
+    assert result.returncode == 0, result.stderr
+
+
+def test_each_site_includes_only_its_own_upstream_file_by_pattern(tmp_path: Path) -> None:
+    """The pattern matches the one name, never the .prev, .lock or temp files beside it (a
+    .prev defining the same groups again would make `nginx -t` fail on duplicates)."""
+    install(tmp_path, with_upstreams=True)
+    for upstream, groups in SITES.values():
+        upstream_file = tmp_path / "upstreams" / f"{upstream}.conf"
+        text = render_upstreams(upstream, groups, datetime.now(UTC))
+        for beside in (".prev", ".lock", f".tmp.{upstream}"):
+            (upstream_file.parent / f"{upstream_file.name}{beside}").write_text(text)
+
+    result = nginx_test(tmp_path, tmp_path / "nginx.conf")
+
+    assert result.returncode == 0, result.stderr
 
 
 def test_each_site_defines_only_groups_its_upstream_file_renders() -> None:

@@ -24,7 +24,14 @@ from nocturna_infra.traffic.switch import main
 from nocturna_infra.traffic.transaction import backoff
 from nocturna_infra.traffic.upstream import render_upstream
 from tests.backends import Backend
-from tests.nginx_instance import UPSTREAM_NAME, NginxInstance, switch_argv
+from tests.nginx_instance import (
+    STAGING,
+    UPSTREAM_NAME,
+    NginxInstance,
+    render_site_conf,
+    switch_argv,
+)
+from tests.ports import free_port
 from tests.traffic.switch_helpers import (
     BEFORE,
     BLUE_SELECTED,
@@ -612,8 +619,8 @@ def test_child_environment_is_path_alone(environ, expected) -> None:
 
 @pytest.fixture
 def fresh_nginx(prefix: Path, blue: Backend, green: Backend) -> Iterator[NginxInstance]:
-    """Nginx installed with the shipped site but never started: its included upstream file
-    does not exist yet, so it could not start (its `nginx -t` fails) until the switch writes it."""
+    """Nginx installed with the shipped site but never started, and the upstream file the site
+    includes not written yet (a fresh host before its first `up`)."""
     instance = NginxInstance(prefix, blue.port, green.port)
     instance.write_config()
     yield instance
@@ -626,7 +633,7 @@ def test_first_switch_on_a_fresh_host_writes_tests_then_starts_nginx(
     """Issue 16: the first `up` on a fresh host exited 5 (`invalid PID number ""`) and removed
     the file it wrote. Now: write the file, test it, find Nginx not running, start it, verify."""
     assert not fresh_nginx.upstream_file.exists()
-    assert subprocess.run(shlex.split(fresh_nginx.test_command), check=False).returncode != 0
+    assert fresh_nginx.master_pid() is None
     argv = switch_argv(fresh_nginx, blue, other=green)
 
     assert main(argv, now=lambda: NOW) == ExitCode.OK
@@ -668,3 +675,29 @@ def test_without_a_start_command_a_stopped_nginx_is_named_in_the_failure(
     assert "Nginx is not running" in err
     assert "--nginx-start" in err
     assert not fresh_nginx.upstream_file.exists()
+
+
+def test_first_switch_on_a_fresh_host_with_both_sites_installed(
+    fresh_nginx, blue, green, prefix, capsys
+) -> None:
+    """docs/switch.md installs the production and staging sites side by side. On a fresh host
+    neither upstream file exists, and the first switch of either stack exited 4: `nginx -t`
+    failed on the other site's missing file. Each site now includes its file through a
+    pattern that matches only that name, so a site not deployed yet does not stop the other."""
+    staging_upstream = prefix / "upstreams" / "nocturna-img-staging.conf"
+    fresh_nginx.extra_conf.write_text(
+        render_site_conf(
+            STAGING,
+            listen_port=free_port(),
+            verify_port=free_port(),
+            upstream_file=staging_upstream,
+            selection_dir=fresh_nginx.selection_dir,
+            blue=free_port(),
+            green=0,
+        )
+    )
+
+    assert main(switch_argv(fresh_nginx, blue, other=green), now=lambda: NOW) == ExitCode.OK
+
+    assert not staging_upstream.exists()
+    assert fresh_nginx.slot_served() == "blue"
