@@ -57,9 +57,6 @@ def stand_in_stack(tmp_path: Path, layout: str) -> auto.Stack:
     work = project_copy(tmp_path)
     (work / "__main__.py").unlink()
     (work / "__main__.py").write_text(STAND_IN)
-    # Copies, not links: the settings refuse a smoke body file that resolves outside the project.
-    (work / "smoke").unlink()
-    shutil.copytree(ROOT / "smoke", work / "smoke")
     for build_file in ("Dockerfile", "Dockerfile.dockerignore"):
         shutil.copy(ROOT / build_file, work / build_file)
     (work / "service").mkdir()
