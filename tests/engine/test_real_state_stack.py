@@ -99,3 +99,19 @@ def test_the_three_part_name_reads_in_the_project_layout_only(tmp_path: Path):
         "a stack name may only contain alphanumeric, hyphens, underscores, or periods: "
         "invalid character '/' at position 12"
     ) in str(failed.value)
+
+
+def test_a_set_state_stack_reads_another_stack_on_the_same_backend(tmp_path: Path):
+    """`stateStack` as the README says to set it on a self-managed backend: the bare name."""
+    production = stand_in_stack(tmp_path, "project")
+    production.set_config("activeSlot", auto.ConfigValue("green"))
+    production.up()
+    staging = auto.Stack.create("staging", production.workspace)
+    staging.set_config("apiKey", auto.ConfigValue("k", secret=True))
+    staging.set_config("buildContext", auto.ConfigValue("service"))
+    staging.set_config("stateStack", auto.ConfigValue("production"))
+
+    read = staging.up()
+
+    assert read.outputs["stateStack"].value == "production"
+    assert read.outputs["readLiveSlot"].value == "green"  # production's record, not staging's
