@@ -101,6 +101,35 @@ def hosts_release(first_host_release: str, other_images: Mapping[str, str]) -> s
     return "sha256:" + hashlib.sha256(document.encode()).hexdigest()
 
 
+def docker_host_change(hosts: tuple[HostSettings, ...], recorded: Mapping[str, str]) -> str | None:
+    """Why this run must not go ahead when a host's `dockerHost` differs from the one its
+    resources were deployed on (`recorded`, by host name), or None.
+
+    The docker provider marks no configuration field as forcing a replacement, so the
+    engine would keep every resource of that host and point it at the other daemon: its
+    live slot would be declared where it does not run, and the old daemon's containers
+    forgotten. Hosts not yet recorded (new, or a record from before `dockerHosts`) pass.
+    """
+    for index, host in enumerate(hosts):
+        before = recorded.get(host.name)
+        if before is None or before == host.docker_host:
+            continue
+        return (
+            f"hosts[{index}].dockerHost: host {host.name} was deployed on {_daemon(before)}, "
+            "and changing its dockerHost would point its network, image and slots at another "
+            "Docker daemon without replacing any of them (the docker provider forces no "
+            f"replacement when its host changes); got {_daemon(host.docker_host)}. Set it back "
+            f"to {before!r}. To move a host: add the new one under another name, `pulumi up`, "
+            'drain the old one and remove it (docs/hosts.md, "Moving a host to another '
+            'daemon").'
+        )
+    return None
+
+
+def _daemon(docker_host: str) -> str:
+    return repr(docker_host) if docker_host else "'' (the stack's default docker provider)"
+
+
 def url_host(address: str) -> str:
     """`address` as it goes in a URL or an upstream server (IPv6 in brackets); a loopback or
     unspecified address is reached on loopback."""

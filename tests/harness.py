@@ -168,6 +168,7 @@ def run(
     stack: str = "production",
     secret_keys: Iterable[str] = (),
     mocks: Recorder | None = None,
+    organization: str | None = None,
 ) -> MockedRun:
     """Run `program()` once under fresh mocks and return what it registered.
 
@@ -192,7 +193,14 @@ def run(
 
     recorder = mocks if mocks is not None else Recorder()
     monitor = OptionCapturingMonitor(recorder)
-    pm.set_mocks(recorder, project=project, stack=stack, preview=preview, monitor=monitor)
+    pm.set_mocks(
+        recorder,
+        project=project,
+        stack=stack,
+        preview=preview,
+        monitor=monitor,
+        organization=organization,
+    )
     pulumi.runtime.set_all_config(settings, [_full_key(project, k) for k in secret_keys])
 
     result: dict[str, Any] = {}

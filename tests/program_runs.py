@@ -71,6 +71,7 @@ def run_program(
     stack: str = "production",
     mocks: ProgramMocks | None = None,
     secret_keys: tuple[str, ...] = ("apiKey",),
+    organization: str | None = None,
 ) -> MockedRun:
     recorder = mocks or ProgramMocks(image_id, previous.exports if previous else None)
     return harness.run(
@@ -80,6 +81,7 @@ def run_program(
         stack=stack,
         secret_keys=secret_keys,
         mocks=recorder,
+        organization=organization,
     )
 
 

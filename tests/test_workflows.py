@@ -23,6 +23,7 @@ from tests.workflow_rules import (
     host_runner_problems,
     permission_problems,
     persisted_credentials,
+    preview_preflight_problems,
     secret_problems,
     unpinned_actions,
 )
@@ -112,6 +113,9 @@ RULES: dict[str, Callable[[Workflow], list[str]]] = {
         workflow, LABELS, ENVIRONMENTS
     ),
     "secrets only behind an environment": lambda workflow: secret_problems(workflow, ENVIRONMENTS),
+    "previews wait for the preflight": lambda workflow: preview_preflight_problems(
+        workflow, LABELS
+    ),
 }
 
 
@@ -162,6 +166,31 @@ def test_the_old_preview_gave_pull_requests_the_passphrase() -> None:
         "documented as requiring a reviewer (got None)",
         "old preview.yml: preview: secrets.PULUMI_CONFIG_PASSPHRASE without an environment "
         "documented as requiring a reviewer (got None)",
+    ]
+
+
+def test_the_preview_before_the_preflight_is_flagged() -> None:
+    """main's preview.yml before issue 20 ran every preview whatever the runner could reach."""
+    before = Workflow.load(
+        Path(__file__).parent / "workflow_fixtures" / "preview-main-24788a3.yml",
+        "preview.yml at 24788a3",
+    )
+
+    assert preview_preflight_problems(before, LABELS) == [
+        "preview.yml at 24788a3: preview: no `preflight` step running "
+        "nocturna_infra.preview_preflight"
+    ]
+
+
+def test_a_preview_not_waiting_for_the_preflight_is_flagged() -> None:
+    preview = next(workflow for workflow in WORKFLOWS if workflow.name == "preview.yml")
+    text = preview.text.replace("steps.preflight.outputs.production == ''", "true")
+    text = text.replace("preview_preflight staging production", "preview_preflight staging")
+    changed = Workflow("preview.yml", text, yaml.safe_load(text))
+
+    assert preview_preflight_problems(changed, LABELS) == [
+        "preview.yml: preview: the preflight does not check stack production",
+        "preview.yml: preview: the preview of production does not wait for the preflight's verdict",
     ]
 
 
@@ -225,7 +254,9 @@ exit 0
 """
 
 
-def run_comment_step(tmp_path: Path, existing: str, staging: str) -> tuple[list[str], str]:
+def run_comment_step(
+    tmp_path: Path, existing: str, staging: str, **blocked: str
+) -> tuple[list[str], str]:
     preview = next(workflow for workflow in WORKFLOWS if workflow.name == "preview.yml")
     step = preview.jobs["comment"]["steps"][0]
     bin_dir = tmp_path / "bin"
@@ -245,6 +276,7 @@ def run_comment_step(tmp_path: Path, existing: str, staging: str) -> tuple[list[
         "RUN_URL": "https://github.com/owner/nocturna-infra/actions/runs/9",
         "STAGING": staging,
         "PRODUCTION": "",
+        **blocked,
     }
     subprocess.run(["bash", "-c", step["run"]], cwd=tmp_path, env=env, check=True)
     return (tmp_path / "calls").read_text().splitlines(), (tmp_path / "body").read_text()
@@ -274,3 +306,11 @@ def test_the_comment_job_edits_its_earlier_comment(tmp_path: Path) -> None:
         == "api --method PATCH repos/owner/nocturna-infra/issues/comments/4242 -F body=@comment.md"
     )
     assert not any("POST" in call for call in calls)
+
+
+def test_the_comment_says_why_a_stack_was_not_previewed(tmp_path: Path) -> None:
+    reason = "the preview of production cannot run on this runner: host render2's dockerHost"
+    _, body = run_comment_step(tmp_path, existing="", staging="x", PRODUCTION_BLOCKED=reason)
+
+    assert f"### production\n\nNot previewed: {reason}\n\n" in body
+    assert "### staging\n\n```diff\nx\n```\n\n" in body

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
@@ -275,3 +275,40 @@ def drift_alarm_problems(
         for stack in stacks
         if stack not in covered
     ]
+
+
+PREFLIGHT_MODULE: Final = "nocturna_infra.preview_preflight"
+
+
+def preview_preflight_problems(workflow: Workflow, labels: frozenset[str]) -> list[str]:
+    """Off the host, every `pulumi preview` step runs only if the preflight step (which checks
+    the Docker daemons the provider pings at start-up) named its stack runnable, so a preview
+    that cannot run says why instead of failing with the provider's hostless error."""
+    problems: list[str] = []
+    for job_name, job in workflow.jobs.items():
+        if _runs_on_host(job, labels):
+            continue
+        steps = _steps(job)
+        previews = [
+            step
+            for step in steps
+            if str(step.get("uses", "")).startswith("pulumi/actions@")
+            and (step.get("with") or {}).get("command") == "preview"
+        ]
+        if not previews:
+            continue
+        where = f"{workflow.name}: {job_name}"
+        preflight = next((step for step in steps if step.get("id") == "preflight"), None)
+        run = str(preflight.get("run", "")) if preflight else ""
+        if PREFLIGHT_MODULE not in run:
+            problems.append(f"{where}: no `preflight` step running {PREFLIGHT_MODULE}")
+            continue
+        for step in previews:
+            stack = str((step.get("with") or {}).get("stack-name", ""))
+            if stack not in run.split():
+                problems.append(f"{where}: the preflight does not check stack {stack}")
+            if f"steps.preflight.outputs.{stack} == ''" not in str(step.get("if", "")):
+                problems.append(
+                    f"{where}: the preview of {stack} does not wait for the preflight's verdict"
+                )
+    return problems

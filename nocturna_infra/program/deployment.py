@@ -54,6 +54,9 @@ class RecordedState:
     hosts: Mapping[str, RecordedState] = field(default_factory=dict)
     """The other Docker hosts' slots, by host name (the first host's are `slots`): a record
     written before there were hosts has none, and reads as the first host's."""
+    docker_hosts: Mapping[str, str] = field(default_factory=dict)
+    """Each host's `dockerHost` when it was deployed, by host name ('' = the default
+    provider): a host's daemon must not change under its resources (hosts.docker_host_change)."""
 
     def on_host(self, name: str | None) -> RecordedState:
         """What was recorded on one host (None: the first); a host never recorded has no
@@ -96,6 +99,7 @@ class RecordedState:
             for name, recorded in (hosts.items() if isinstance(hosts, Mapping) else ())
             if isinstance(recorded, Mapping)
         }
+        docker_hosts = plain.get("dockerHosts")
         keys = secrets.get("apiKeys")
         envs = secrets.get("secretEnv")
         release = secrets.get("release")
@@ -114,6 +118,13 @@ class RecordedState:
                 if (slot := _slot_or_none(name)) and isinstance(env, Mapping)
             },
             hosts={name: state for name, state in others.items() if state is not None},
+            docker_hosts={
+                str(name): value
+                for name, value in (
+                    docker_hosts.items() if isinstance(docker_hosts, Mapping) else ()
+                )
+                if isinstance(value, str)
+            },
         )
 
 

@@ -11,7 +11,7 @@ from typing import Any, Final
 import pulumi
 from pulumi.runtime.sync_await import _sync_await
 
-from nocturna_infra.hosts import HostSettings, hosts_release, resource_name
+from nocturna_infra.hosts import HostSettings, docker_host_change, hosts_release, resource_name
 from nocturna_infra.program import render
 from nocturna_infra.program.ca_certs import CaCertError, read_extra_ca_certs
 from nocturna_infra.program.components.host_stack import HostBase, declare_host_base, on_host
@@ -93,8 +93,13 @@ class RecordError(pulumi.RunError):
 
 
 def checked_previous_state(settings: Settings) -> RecordedState | None:
-    """The previous run's record, refused if a slot in it is not what this program declares."""
+    """The previous run's record, refused if a slot in it is not what this program declares,
+    or if a host's `dockerHost` differs from the one its resources were deployed on."""
     previous = read_previous_state(settings.state_stack)
+    moved = docker_host_change(settings.hosts, previous.docker_hosts) if previous else None
+    if moved:
+        msg = f"{PROJECT}:{moved}"
+        raise ConfigError(msg)
     for index, host in enumerate(settings.hosts):
         if previous is not None:
             _check_host_record(settings, previous.on_host(host.name if index else None), host)
@@ -321,6 +326,7 @@ def _export(
             "liveSlot": live.value,
             "slots": {slot.value: declared.container_args for slot, declared in slots.items()},
             **({"hosts": host_records[0]} if host_records[0] else {}),
+            "dockerHosts": {host.name: host.docker_host for host in settings.hosts},
         },
     )
     pulumi.export(

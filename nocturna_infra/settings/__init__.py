@@ -64,12 +64,15 @@ __all__ = [
     "ResourceLimits",
     "RouterSettings",
     "Settings",
+    "default_state_stack",
     "parse_settings",
     "read_stack_file",
 ]
 
 # Keys whose values may be set with `--secret` and are then carried as secrets end to end.
 SECRET_CAPABLE: Final = frozenset({"apiKey", "env"})
+# What `pulumi.get_organization()` returns on the self-managed (file or object store) backend.
+FILE_BACKEND_ORGANIZATION: Final = "organization"
 MANAGED_ENV: Final = frozenset(
     {"NODE_ENV", "PORT", "HOST", "DEPLOYMENT_SLOT", "PUPPETEER_EXECUTABLE_PATH", "API_KEY"}
 )
@@ -124,9 +127,9 @@ class Settings:
             raw,
             api_key=api_key,
             namespace=cfg.name,
-            # A bare stack name resolves in every backend (the self-managed backend's
-            # project and legacy layouts, Pulumi Cloud): see README, "How it remembers".
-            default_state_stack=pulumi.get_stack(),
+            default_state_stack=default_state_stack(
+                pulumi.get_organization(), pulumi.get_project(), pulumi.get_stack()
+            ),
             project_dir=project_dir or Path.cwd(),
             secret_keys=frozenset(
                 key.name
@@ -134,6 +137,18 @@ class Settings:
                 if pulumi.runtime.is_config_secret(cfg.full_key(key.name))
             ),
         )
+
+
+def default_state_stack(organization: str | None, project: str, stack: str) -> str:
+    """This stack's own name as a StackReference on the current backend must spell it.
+
+    Pulumi Cloud accepts only `<organization>/<project>/<stack>`; the self-managed (file)
+    backend's organization is always the literal `organization`, and its legacy layout
+    cannot parse a three-part name, so there it is the bare name (README, "How it remembers").
+    """
+    if not organization or organization == FILE_BACKEND_ORGANIZATION:
+        return stack
+    return f"{organization}/{project}/{stack}"
 
 
 def parse_settings(

@@ -314,7 +314,8 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "string",
         "",
         "Stack whose outputs hold the previous deployment (which image each slot runs). "
-        "Empty: this stack itself, by its bare name (resolves in every backend).",
+        "Empty: this stack itself, as the backend names it (<organization>/<project>/<stack> "
+        "on Pulumi Cloud, the bare stack name on a self-managed backend).",
     ),
     ConfigKey(
         "hosts",

@@ -21,9 +21,8 @@ from pulumi import automation as auto
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGRAM_FILES = ("__main__.py", "nocturna_infra", "nginx", "venv")
-COPIED_DIRS = ("smoke",)
-"""Copied, not linked: a smoke check's bodyFile must resolve inside the project (a symlink out
-of it is refused, issue 17)."""
+# Copied, not linked: the settings refuse a smoke body file that resolves outside the project.
+PROJECT_DATA = ("smoke",)
 
 
 def pulumi_bin() -> Path:
@@ -72,7 +71,8 @@ def workspace(work_dir: Path, tmp_path: Path) -> auto.LocalWorkspace:
 
 
 def project_copy(tmp_path: Path) -> Path:
-    """A work dir holding copies of Pulumi.yaml and the stack files, the program linked."""
+    """A work dir holding copies of Pulumi.yaml, the stack files and the smoke bodies, the
+    program linked."""
     work = tmp_path / "project"
     work.mkdir()
     for stack_file in ROOT.glob("Pulumi*.yaml"):
@@ -80,6 +80,6 @@ def project_copy(tmp_path: Path) -> Path:
     for name in PROGRAM_FILES:
         if (ROOT / name).exists():
             (work / name).symlink_to(ROOT / name)
-    for name in COPIED_DIRS:
+    for name in PROJECT_DATA:
         shutil.copytree(ROOT / name, work / name)
     return work

@@ -527,10 +527,30 @@ def test_secret_build_args_are_refused_before_any_resource(project: Path) -> Non
     assert mocks.registered == []
 
 
-def test_state_is_read_from_the_bare_stack_name(project: Path) -> None:
-    run = run_program(project, base_config(), stack="production")
+@pytest.mark.parametrize(
+    ("organization", "reference"),
+    [
+        # The self-managed backend's organization is always the literal `organization`, and
+        # its legacy layout cannot parse three parts (tests/engine/test_real_state_stack.py).
+        pytest.param("organization", "production", id="file-backend"),
+        # Pulumi Cloud rejects a StackReference that is not <organization>/<project>/<stack>.
+        pytest.param("acme", "acme/nocturna-infra/production", id="pulumi-cloud"),
+    ],
+)
+def test_state_is_read_from_this_stack_as_the_backend_names_it(
+    project: Path, organization: str, reference: str
+) -> None:
+    run = run_program(project, base_config(), organization=organization)
 
-    assert inputs_of(run, "previous-deployment")["name"] == "production"
+    assert inputs_of(run, "previous-deployment")["name"] == reference
+
+
+def test_a_set_state_stack_is_used_as_given_on_any_backend(project: Path) -> None:
+    run = run_program(
+        project, base_config(stateStack="acme/nocturna-infra/old-production"), organization="acme"
+    )
+
+    assert inputs_of(run, "previous-deployment")["name"] == "acme/nocturna-infra/old-production"
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from program_runs import (
 from test_stack import BLUE, GREEN, IMAGE_V3, STATE_ONLY_OPTIONS, SWITCH, changes, slot_options
 
 from nocturna_infra.program.stack import RecordError
+from nocturna_infra.settings import ConfigError
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "single_host_record.json"
 H2 = "h2"
@@ -118,7 +119,8 @@ def test_upgrading_a_single_host_stack_changes_nothing(project: Path) -> None:
     assert after == before
     deployment = record["exports"]["deployment"]
     deployment["slots"]["green"]["envs"] = with_new_browser(deployment["slots"]["green"]["envs"])
-    assert upgraded.exports["deployment"] == deployment
+    # The record gains each host's dockerHost (a host's daemon must not change later).
+    assert upgraded.exports["deployment"] == {**deployment, "dockerHosts": {"local": ""}}
     # The router runs the same switch with the same servers; only the release gates (issue
     # 11, merged after the record was made) may add flags and their environment.
     assert router_after["inputs"]["triggers"] == router_before["inputs"]["triggers"]
@@ -290,3 +292,56 @@ def test_removing_a_host_leaves_the_first_hosts_resources_alone(project: Path) -
     assert all("@h2" in name or name == "docker-h2" for name in gone)
     assert all(value == ["<added or removed>"] for value in gone.values())
     assert inputs_of(removed, SWITCH)["triggers"][1] == "127.0.0.1:3014"
+
+
+MOVE_A_HOST = (
+    "To move a host: add the new one under another name, `pulumi up`, drain the old one and "
+    'remove it (docs/hosts.md, "Moving a host to another daemon").'
+)
+
+
+def test_changing_a_hosts_docker_host_is_refused_before_any_resource(project: Path) -> None:
+    first = run_program(project, two_hosts())
+    moved = json.loads(TWO_HOSTS)
+    moved[1]["dockerHost"] = "ssh://deploy@10.0.0.9:2222"
+    mocks = ProgramMocks(IMAGE_V2, first.exports)
+
+    with pytest.raises(ConfigError) as caught:
+        run_program(project, two_hosts() | {"hosts": json.dumps(moved)}, mocks=mocks)
+    assert str(caught.value) == (
+        "nocturna-infra:hosts[1].dockerHost: host h2 was deployed on "
+        "'ssh://deploy@10.0.0.2:2222', and changing its dockerHost would point its network, "
+        "image and slots at another Docker daemon without replacing any of them (the docker "
+        "provider forces no replacement when its host changes); got "
+        "'ssh://deploy@10.0.0.9:2222'. Set it back to 'ssh://deploy@10.0.0.2:2222'. " + MOVE_A_HOST
+    )
+    assert [args.typ for args in mocks.registered] == ["pulumi:pulumi:StackReference"]
+
+
+def test_giving_the_first_host_an_explicit_docker_host_later_is_refused(project: Path) -> None:
+    first = run_program(project, base_config())
+    explicit = json.dumps([{"name": "local", "dockerHost": "unix:///run/other-docker.sock"}])
+    mocks = ProgramMocks(IMAGE_V1, first.exports)
+
+    with pytest.raises(ConfigError) as caught:
+        run_program(project, base_config(hosts=explicit), mocks=mocks)
+    assert str(caught.value) == (
+        "nocturna-infra:hosts[0].dockerHost: host local was deployed on '' (the stack's "
+        "default docker provider), and changing its dockerHost would point its network, image "
+        "and slots at another Docker daemon without replacing any of them (the docker provider "
+        "forces no replacement when its host changes); got 'unix:///run/other-docker.sock'. "
+        "Set it back to ''. " + MOVE_A_HOST
+    )
+    assert [args.typ for args in mocks.registered] == ["pulumi:pulumi:StackReference"]
+
+
+def test_a_record_without_docker_hosts_accepts_the_hosts_as_configured(project: Path) -> None:
+    """A stack last deployed before the record kept dockerHost: nothing to compare yet."""
+    record = recorded_program(project)
+    explicit = json.dumps([{"name": "local", "dockerHost": "unix:///run/other-docker.sock"}])
+
+    run = run_program(
+        project, base_config(hosts=explicit), mocks=ProgramMocks(IMAGE_V1, record["exports"])
+    )
+
+    assert run.exports["deployment"]["dockerHosts"] == {"local": "unix:///run/other-docker.sock"}

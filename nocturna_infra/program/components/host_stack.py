@@ -2,11 +2,14 @@
 program._declare_slots with the options made here).
 
 The first host keeps the single-host program's names and, when it has no `dockerHost`, the
-stack's default docker provider. That is what lets an existing stack upgrade without a
-replacement: the engine replaces every resource whose provider reference changes unless the
-new provider's DiffConfig says the configuration is compatible (pulumi/pulumi
-pkg/resource/deploy/step_generator.go, `providerChanged`, called from `diff`, which then
-returns ReplaceKeys ["provider"]). Keeping the default provider keeps the reference.
+stack's default docker provider: an existing stack then upgrades with nothing to show in a
+preview (same URNs, same provider reference, same daemon). An explicit provider would not
+replace anything either: the engine replaces on a provider change only when the provider's
+DiffConfig asks for it (pulumi/pulumi pkg/resource/deploy/step_generator.go,
+`providerChanged`), and pulumi-docker's (the bridge's, provider/hybrid.go) asks only for
+config fields marked ForcesProviderReplace, of which it has none. It would instead point the
+host's resources at whatever daemon its `host` names, silently; that is why a deployed
+host's dockerHost may not change (hosts.docker_host_change).
 """
 
 from __future__ import annotations
