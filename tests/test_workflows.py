@@ -312,5 +312,8 @@ def test_the_comment_says_why_a_stack_was_not_previewed(tmp_path: Path) -> None:
     reason = "the preview of production cannot run on this runner: host render2's dockerHost"
     _, body = run_comment_step(tmp_path, existing="", staging="x", PRODUCTION_BLOCKED=reason)
 
+    assert body.startswith(
+        "<!-- nocturna-infra preview -->\n## Pulumi preview: success, not previewed: production\n"
+    )
     assert f"### production\n\nNot previewed: {reason}\n\n" in body
     assert "### staging\n\n```diff\nx\n```\n\n" in body
