@@ -31,6 +31,11 @@ class Backend:
     - `echo_authorization`: once `echo_after` requests other than /health were answered, POST
       /render quotes the request's Authorization header: `"json"` as `data.format`, `"body"`
       in a 500 body where it starts `echo_offset` bytes in (a careless release).
+    - `fail_routes`: paths answering 500 at once, whatever the method (a release with one
+      dead endpoint while the others and /health work).
+    - `hang_routes`: paths answering only after `hang_seconds` (a wedged renderer).
+    - `throttle_after`: once this many /health requests were answered, /health answers 429
+      with Retry-After (the service's own rate limit, shared by every client behind Nginx).
     - `trickle`: /health and POST answers are sent one byte every `trickle` seconds
       (`trickle_part`: `"headers"` or `"body"` trickles; `trickle_health` False spares /health),
       as a wedged release might.
@@ -48,6 +53,11 @@ class Backend:
     echo_authorization: str | None = None
     echo_after: int = 0
     echo_offset: int = 190
+    fail_routes: tuple[str, ...] = ()
+    hang_routes: tuple[str, ...] = ()
+    hang_seconds: float = 0.0
+    throttle_after: int | None = None
+    health_answered: int = 0
     trickle: float = 0.0
     trickle_part: str = "body"
     trickle_health: bool = True
@@ -168,6 +178,29 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, payload: dict[str, Any]) -> None:
         self._reply(status, json.dumps(payload, separators=(",", ":")).encode(), "application/json")
 
+    def _route_knobs(self, path: str) -> bool:
+        """Answer per `fail_routes`, `hang_routes`, `throttle_after`; True if answered."""
+        owner = self.owner
+        if path in owner.hang_routes:
+            time.sleep(owner.hang_seconds)
+            self._json(200, {"slot": owner.slot, "hung": owner.hang_seconds})
+            return True
+        if path in owner.fail_routes:
+            self._json(500, {"error": {"code": "RENDER_ERROR"}, "slot": owner.slot})
+            return True
+        if path == "/health" and owner.throttle_after is not None:
+            owner.health_answered += 1
+            if owner.health_answered > owner.throttle_after:
+                body = b'{"error":"Too many requests"}'
+                self.send_response(429)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Retry-After", "60")
+                self.end_headers()
+                self.wfile.write(body)
+                return True
+        return False
+
     def _broken(self) -> bool:
         """Count a request other than /health; True once the backend's `fail_after` is used up."""
         owner = self.owner
@@ -184,6 +217,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.headers.get("X-Real-IP"),
         )
         parts = urlsplit(self.path)
+        if self._route_knobs(parts.path):
+            return
         if parts.path == "/health" and self.owner.trickle and self.owner.trickle_health:
             status, payload = self.owner.health()
             self._trickled(status, json.dumps(payload).encode())
@@ -191,6 +226,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(*self.owner.health())
         elif self._broken():
             self._json(500, {"error": {"code": "RENDER_ERROR"}, "slot": self.owner.slot})
+        elif parts.path.startswith("/missing"):  # a client asking for what does not exist
+            self._json(404, {"error": "not found", "slot": self.owner.slot})
         elif parts.path == "/moved":
             self.send_response(301)
             self.send_header("Location", "/health")
@@ -212,6 +249,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.owner.last_authorization = self.headers.get("Authorization")
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
+        if self._route_knobs(urlsplit(self.path).path):
+            return
         if self.owner.trickle:
             self._trickled(200, b'{"data":{"format":"png"}}')
         elif self._broken():

@@ -7,6 +7,7 @@ data, so tests compare whole outputs exactly.
 from __future__ import annotations
 
 import ipaddress
+import json
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -14,6 +15,7 @@ from typing import Any, Final
 from nocturna_infra.provider_form import go_duration
 from nocturna_infra.settings import Environment, Settings
 from nocturna_infra.slot import Slot
+from nocturna_infra.traffic.routes import DEFAULT_EXCLUDED, routes_json
 from nocturna_infra.traffic.smoke import checks_json
 
 SERVICE_LABEL: Final = "chart-service"
@@ -278,6 +280,14 @@ def gate_argv(settings: Settings) -> list[str]:
             "--watch-failed-probes",
             str(gates.watch_failed_probes),
         ]
+        # Only what differs from the switch's defaults, so a stack that sets none of the
+        # issue-21 keys keeps its router command (and Pulumi does not re-run it).
+        if gates.watch_routes:
+            argv += ["--watch-routes", routes_json(gates.watch_routes)]
+        if gates.watch_exclude_paths != DEFAULT_EXCLUDED:
+            argv += ["--watch-exclude-paths", json.dumps(list(gates.watch_exclude_paths))]
+        if gates.watch_probe_path:
+            argv += ["--watch-probe-path", gates.watch_probe_path]
     return argv
 
 

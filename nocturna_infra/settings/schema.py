@@ -284,6 +284,31 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "JSON access log of the public site that the watch reads (the shipped site writes it; "
         "see nginx/nocturna-chart.conf).",
     ),
+    ConfigKey(
+        "watchRoutes",
+        "array",
+        [],
+        "Route classes the watch judges on their own, each against its own minRequests and "
+        "errorPercent (default: watchMinRequests, watchErrorPercent): objects with method "
+        "(GET, POST, ... or *) and pathPrefix, e.g. the render route. Other requests are "
+        "classed by method alone (GET *); 4xx never count. See docs/switch.md.",
+        items="object",
+    ),
+    ConfigKey(
+        "watchExcludePaths",
+        "array",
+        ["/health"],
+        "Path prefixes whose requests the watch ignores (health polls say nothing about "
+        "what clients get).",
+        items="string",
+    ),
+    ConfigKey(
+        "watchProbePath",
+        "string",
+        "",
+        "Light GET path the watch probes through Nginx's verification server every few "
+        "seconds; never a heavy request (it runs in a loop). Empty: the verifyUrl path.",
+    ),
     ConfigKey("probeAttempts", "integer", 30, "Health probes of the target before giving up."),
     ConfigKey("probeIntervalSeconds", "integer", 2, "Seconds between health probes."),
     ConfigKey(

@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
-from nocturna_infra.traffic.probe import Check, last_upstream, upstream_addresses, verify_routed
+from nocturna_infra.traffic.probe import Check, verify_routed
 from nocturna_infra.traffic.smoke import SmokeCheck, run_checks
 from nocturna_infra.traffic.watch import LogTail, Outcome, Thresholds, Watch, run_window
 
@@ -36,6 +36,8 @@ class WatchOptions:
     log: Path
     thresholds: Thresholds
     probe_interval: float = 2.0
+    probe_path: str = ""
+    """Light check probed through Nginx during the window; empty: the verification URL."""
 
 
 def smoke_failure(
@@ -55,31 +57,22 @@ def smoke_failure(
 
 
 def nginx_probe(
-    checks: Sequence[SmokeCheck],
-    verify: Check,
-    servers: Sequence[str],
-    environ: Mapping[str, str],
-    timeout: float,
-) -> Callable[[], tuple[bool, str]]:
-    """One probe through Nginx's verification server: the smoke checks if there are any (a
-    render proves more than /health), else the verification URL; it must be answered by
-    one of `servers`."""
-    parts = urlsplit(verify.url)
-    base = f"{parts.scheme}://{parts.netloc}"
-    expected = upstream_addresses(servers)
+    verify: Check, servers: Sequence[str], timeout: float, path: str = ""
+) -> Callable[[], tuple[bool | None, str]]:
+    """One cheap probe through Nginx's verification server: the verification URL, or `path`
+    on it (a light check the service owner names). Never the smoke checks: a heavy request
+    in a loop can wedge the slot it watches. It must be answered by one of `servers`; a
+    rate-limited answer is inconclusive (None), not a failure."""
+    check = verify
+    if path:
+        parts = urlsplit(verify.url)
+        check = replace(verify, url=urlunsplit((parts.scheme, parts.netloc, path, "", "")))
 
-    def probe() -> tuple[bool, str]:
-        if not checks:
-            result = verify_routed(verify, timeout, servers)
-            return result.ok, f"{verify.url} {result.detail}"
-        results = run_checks(checks, base, environ, verify.host_header)
-        last = results[-1]
-        if not last.ok:
-            return False, last.describe()
-        answered = last_upstream(last.upstream) if last.upstream else "an unknown upstream"
-        if answered not in expected:
-            return False, f"{last.label} was answered by {answered}, not by {', '.join(servers)}"
-        return True, last.describe()
+    def probe() -> tuple[bool | None, str]:
+        result = verify_routed(check, timeout, servers)
+        if result.throttled:
+            return None, f"{check.url} {result.detail}"
+        return result.ok, f"{check.url} {result.detail}"
 
     return probe
 
@@ -129,6 +122,8 @@ def new_record(slot: str, previous: str, options: WatchOptions, started: float) 
             "errorPercent": options.thresholds.error_percent,
             "minRequests": options.thresholds.min_requests,
             "failedProbes": options.thresholds.failed_probes,
+            "routeClasses": [route.name for route in options.thresholds.rules.classes],
+            "excludedPaths": list(options.thresholds.rules.excluded),
         },
     }
 
@@ -137,7 +132,7 @@ def run_watch(
     watch: Watch,
     options: WatchOptions,
     tail: LogTail,
-    probe: Callable[[], tuple[bool, str]],
+    probe: Callable[[], tuple[bool | None, str]],
     still_selected: Callable[[], bool],
     step: Callable[[str], None],
 ) -> Outcome:
@@ -145,7 +140,8 @@ def run_watch(
     step(
         f"watch {watch.group} through Nginx for {options.seconds:g}s (switch back at "
         f">= {options.thresholds.error_percent}% 5xx of >= {options.thresholds.min_requests} "
-        f"requests, or {options.thresholds.failed_probes} failed probes in a row)"
+        f"requests in any route class, or {options.thresholds.failed_probes} failed probes "
+        "in a row)"
     )
     try:
         outcome = run_window(

@@ -19,6 +19,13 @@ from nocturna_infra.cli import RaisingArgumentParser, UsageError
 from nocturna_infra.traffic.exits import EXIT_CODES_HELP
 from nocturna_infra.traffic.gates import WatchOptions
 from nocturna_infra.traffic.probe import Check
+from nocturna_infra.traffic.routes import (
+    PREFIX_PATTERN,
+    RouteDefinitionError,
+    RouteRules,
+    parse_excluded,
+    parse_route_classes,
+)
 from nocturna_infra.traffic.smoke import (
     SmokeCheck,
     SmokeDefinitionError,
@@ -289,6 +296,27 @@ def build_parser() -> argparse.ArgumentParser:
         default="2",
         help="seconds between probes through Nginx during the watch (default: %(default)s)",
     )
+    add(
+        "--watch-routes",
+        metavar="JSON",
+        default="[]",
+        help="route classes judged on their own (the watchRoutes stack key's format: "
+        '[{"method": "POST", "pathPrefix": "/render", "minRequests": 5, "errorPercent": 5}]); '
+        "other requests are classed by method alone (default: %(default)s)",
+    )
+    add(
+        "--watch-exclude-paths",
+        metavar="JSON",
+        default='["/health"]',
+        help="path prefixes the watch ignores (default: %(default)s)",
+    )
+    add(
+        "--watch-probe-path",
+        default="",
+        metavar="PATH",
+        help="light check probed through the verification server during the watch, instead "
+        "of the --verify-url path (never a heavy request: it runs in a loop)",
+    )
     add("--host-header", help="Host header for probes and verification")
     add("--verify-url", metavar="URL", help="URL on Nginx's loopback verification server")
     # Old workers may still answer for a moment after a reload, hence several attempts.
@@ -429,6 +457,7 @@ def _watch_options(ns: argparse.Namespace, verify: Check | None) -> WatchOptions
         error_percent=parse_int(ns.watch_error_percent, "--watch-error-percent", 1, 100),
         min_requests=parse_int(ns.watch_min_requests, "--watch-min-requests", 1),
         failed_probes=parse_int(ns.watch_failed_probes, "--watch-failed-probes", 1),
+        rules=_route_rules(ns),
     )
     interval = parse_seconds(ns.watch_probe_interval, "--watch-probe-interval", positive=True)
     if seconds == 0:
@@ -438,4 +467,27 @@ def _watch_options(ns: argparse.Namespace, verify: Check | None) -> WatchOptions
     if verify is None:
         msg = "--watch-seconds: needs --verify-url (the watch probes through it)"
         raise UsageError(msg)
-    return WatchOptions(seconds, Path(ns.watch_log), thresholds, interval)
+    probe_path = ns.watch_probe_path
+    if probe_path and not PREFIX_PATTERN.fullmatch(probe_path):
+        _usage("--watch-probe-path", "a URL path starting with /", probe_path)
+    return WatchOptions(seconds, Path(ns.watch_log), thresholds, interval, probe_path)
+
+
+def _route_rules(ns: argparse.Namespace) -> RouteRules:
+    try:
+        classes = parse_route_classes(
+            _json_flag(ns.watch_routes, "--watch-routes"), "--watch-routes"
+        )
+        excluded = parse_excluded(
+            _json_flag(ns.watch_exclude_paths, "--watch-exclude-paths"), "--watch-exclude-paths"
+        )
+    except RouteDefinitionError as error:
+        raise UsageError(str(error)) from None
+    return RouteRules(classes, excluded)
+
+
+def _json_flag(value: str, flag: str) -> object:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        _usage(flag, "JSON", value)

@@ -219,10 +219,8 @@ def watch_or_switch_back(
     assert opts.watch is not None and opts.verify is not None
     path = gates.record_path(opts.upstream_file)
     record = gates.new_record(opts.slot, previous, opts.watch, started)
-    watch = Watch(group_name(opts.upstream_name, opts.slot), started)
-    probe = gates.nginx_probe(
-        opts.smoke_checks, opts.verify, opts.servers, opts.environ, opts.timeout
-    )
+    watch = Watch(group_name(opts.upstream_name, opts.slot), started, opts.watch.thresholds.rules)
+    probe = gates.nginx_probe(opts.verify, opts.servers, opts.timeout, opts.watch.probe_path)
 
     def still_selected() -> bool:
         return _selected_now(opts, plan) == opts.slot

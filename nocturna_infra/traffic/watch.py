@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
+from nocturna_infra.traffic.routes import ClassStats, RouteRules
+
 SAMPLES: Final = 5
 """Failed requests quoted in the outcome."""
 
@@ -38,11 +40,21 @@ class AccessRecord:
     upstream: str
     status: int
     request_time: float
+    method: str = "*"
+    path: str = "/"
+    upstream_status: str = ""
+    """Empty or `-` when no server of the slot was asked (the slot did not serve it)."""
+    request_id: str = ""
 
     @property
     def failed(self) -> bool:
         """A 5xx reached the client: the slot failed it (or Nginx could not reach the slot)."""
         return self.status >= 500
+
+    @property
+    def served(self) -> bool:
+        """A server of the slot was asked (Nginx logged an upstream status)."""
+        return self.upstream_status not in ("", "-")
 
 
 def parse_line(line: str) -> AccessRecord | None:
@@ -55,6 +67,11 @@ def parse_line(line: str) -> AccessRecord | None:
             upstream=str(data["upstream"]),
             status=int(data["status"]),
             request_time=float(data["requestTime"]),
+            # Lines of the format before issue 21 have no method/uri: one class for them.
+            method=str(data.get("method", "*")),
+            path=str(data.get("uri", "/")),
+            upstream_status=str(data.get("upstreamStatus", "")),
+            request_id=str(data.get("requestId", "")),
         )
     except (ValueError, KeyError, TypeError):
         return None
@@ -129,6 +146,8 @@ class Thresholds:
     error_percent: int
     min_requests: int
     failed_probes: int
+    rules: RouteRules = field(default_factory=RouteRules)
+    """How requests are grouped into classes; each class is judged on its own."""
 
 
 @dataclass
@@ -138,7 +157,13 @@ class Watch:
     group: str
     started: float
     """Wall-clock time the window began (also the earliest request counted)."""
+    rules: RouteRules = field(default_factory=RouteRules)
     requests: int = 0
+    """Requests of the slot's group the slot served, excluded paths left out."""
+    classes: dict[str, ClassStats] = field(default_factory=dict)
+    not_served: int = 0
+    """Requests of the group no server of the slot was asked for (not the slot's doing)."""
+    excluded: int = 0
     failed: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
     slowest: float = 0.0
@@ -148,13 +173,23 @@ class Watch:
     """Wall-clock time of the first failed request or probe."""
     probes: int = 0
     failed_probes: int = 0
+    inconclusive_probes: int = 0
+    """Probes answered 429 or 503 with Retry-After: the service's rate limit, not a failure."""
     failed_in_a_row: int = 0
     last_probe: str = ""
 
     def add(self, record: AccessRecord) -> None:
         if record.group != self.group or record.time < self.started:
             return
+        if not record.served:
+            self.not_served += 1
+            return
+        key = self.rules.key(record.method, record.path)
+        if key is None:
+            self.excluded += 1
+            return
         self.requests += 1
+        self.classes.setdefault(key, ClassStats()).add(record.status, record.request_time)
         self.statuses[record.status] += 1
         self.total_time += record.request_time
         self.slowest = max(self.slowest, record.request_time)
@@ -163,13 +198,17 @@ class Watch:
             self._first(record.time)
             if len(self.samples) < SAMPLES:
                 self.samples.append(
-                    f"{record.status} from {record.upstream or 'no upstream'} in "
+                    f"{key} {record.status} from {record.upstream or 'no upstream'} in "
                     f"{record.request_time:.3f}s at +{record.time - self.started:.1f}s"
                 )
 
-    def add_probe(self, ok: bool, detail: str, at: float) -> None:
+    def add_probe(self, ok: bool | None, detail: str, at: float) -> None:
+        """One probe's result; None is inconclusive (rate-limited) and changes no count."""
         self.probes += 1
         self.last_probe = detail
+        if ok is None:
+            self.inconclusive_probes += 1
+            return
         if ok:
             self.failed_in_a_row = 0
             return
@@ -183,14 +222,13 @@ class Watch:
 
     def verdict(self, limits: Thresholds) -> str | None:
         """Why the slot must be switched back, or None while it is within the thresholds."""
-        if self.requests >= limits.min_requests and (
-            self.failed * 100 >= limits.error_percent * self.requests
-        ):
-            share = 100 * self.failed / self.requests
-            return (
-                f"{self.failed} of {self.requests} requests through Nginx failed "
-                f"({share:.0f}% >= {limits.error_percent}%)"
-            )
+        for key, stats in sorted(self.classes.items()):
+            minimum, percent = limits.rules.limits(key, limits.min_requests, limits.error_percent)
+            if stats.judged >= minimum and stats.failed * 100 >= percent * stats.judged:
+                return (
+                    f"{key}: {stats.failed} of {stats.judged} requests through Nginx failed "
+                    f"({stats.share():.0f}% >= {percent}%)"
+                )
         if self.failed_in_a_row >= limits.failed_probes:
             return (
                 f"{self.failed_in_a_row} probes through Nginx failed in a row "
@@ -205,8 +243,15 @@ class Watch:
         text = (
             f"{self.requests} requests ({self.failed} failed; statuses {statuses or 'none'}; "
             f"mean {mean:.3f}s, slowest {self.slowest:.3f}s), "
-            f"{self.probes} probes ({self.failed_probes} failed)"
+            f"{self.probes} probes ({self.failed_probes} failed"
+            + (f", {self.inconclusive_probes} rate-limited" if self.inconclusive_probes else "")
+            + ")"
         )
+        if len(self.classes) > 1:
+            text += "; by class " + ", ".join(
+                f"{key} {stats.failed}/{stats.judged} failed"
+                for key, stats in sorted(self.classes.items())
+            )
         if self.samples:
             text += "; failed: " + "; ".join(self.samples)
         return text
@@ -219,6 +264,17 @@ class Watch:
             "slowestSeconds": round(self.slowest, 3),
             "probes": self.probes,
             "failedProbes": self.failed_probes,
+            "inconclusiveProbes": self.inconclusive_probes,
+            "notServed": self.not_served,
+            "excluded": self.excluded,
+            "classes": {
+                key: {
+                    "requests": stats.judged,
+                    "failed": stats.failed,
+                    "clientErrors": stats.client_errors,
+                }
+                for key, stats in sorted(self.classes.items())
+            },
             "samples": list(self.samples),
             "firstFailure": self.first_failure,
         }
@@ -239,7 +295,7 @@ def run_window(
     seconds: float,
     tail: LogTail,
     limits: Thresholds,
-    probe: Callable[[], tuple[bool, str]],
+    probe: Callable[[], tuple[bool | None, str]],
     still_selected: Callable[[], bool],
     step: Callable[[str], None],
     probe_interval: float = 2.0,
@@ -265,8 +321,8 @@ def run_window(
         if now >= next_probe:
             ok, detail = probe()
             watch.add_probe(ok, detail, time.time())
-            if not ok:
-                step(f"watch probe: {detail}")
+            if ok is not True:
+                step(f"watch probe{' (inconclusive)' if ok is None else ''}: {detail}")
             next_probe = time.monotonic() + probe_interval
             continue  # judge the probe at once
         if now >= next_report:
