@@ -288,6 +288,7 @@ def switch_argv(
         "--verify-url", nginx.verify_url("/health"),
         "--nginx-test", nginx.test_command,
         "--nginx-reload", nginx.reload_command,
+        "--nginx-pid-file", str(nginx.pid_file),
         "--attempts", "3",
         "--interval", "0.05",
         "--timeout", "2",

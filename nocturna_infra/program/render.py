@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from nocturna_infra.provider_form import go_duration
-from nocturna_infra.settings import Environment, Settings
+from nocturna_infra.settings import SCHEMA_BY_NAME, Environment, Settings
 from nocturna_infra.slot import Slot
 from nocturna_infra.traffic.routes import DEFAULT_EXCLUDED, routes_json
 from nocturna_infra.traffic.smoke import checks_json
@@ -245,6 +245,12 @@ def switch_argv(
         "--nginx-reload",
         router.nginx_reload_command,
     ]
+    # Only when they differ from the switch's defaults, so existing router commands (and
+    # the break-glass commands in docs) stay as they were.
+    if router.nginx_pid_file != SCHEMA_BY_NAME["nginxPidFile"].default:
+        argv += ["--nginx-pid-file", router.nginx_pid_file]
+    if router.reload_timeout_seconds != SCHEMA_BY_NAME["reloadTimeoutSeconds"].default:
+        argv += ["--reload-timeout", str(router.reload_timeout_seconds)]
     return argv
 
 

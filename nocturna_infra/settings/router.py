@@ -20,6 +20,8 @@ class RouterSettings:
     selection_dir: str
     nginx_test_command: str
     nginx_reload_command: str
+    nginx_pid_file: str
+    reload_timeout_seconds: int
     verify_url: str
     smoke_path: str
     probe_attempts: int
@@ -76,6 +78,12 @@ def parse_router(read: Reader) -> RouterSettings:
             "must be an absolute directory path without '..' (letters, digits, '.', '_', '-')",
             selection_dir,
         )
+    pid_file = read.string("nginxPidFile")
+    if pid_file and (
+        not re.fullmatch(r"/[A-Za-z0-9._/-]*[A-Za-z0-9._-]", pid_file)
+        or ".." in pid_file.split("/")
+    ):
+        read.fail("nginxPidFile", "must be empty or an absolute file path without '..'", pid_file)
     python = read.string("routerPython")
     if not re.fullmatch(r"[A-Za-z0-9._/+-]+", python):
         read.fail("routerPython", "must be a path to a Python interpreter", python)
@@ -87,6 +95,8 @@ def parse_router(read: Reader) -> RouterSettings:
         selection_dir=selection_dir,
         nginx_test_command=commands["nginxTestCommand"],
         nginx_reload_command=commands["nginxReloadCommand"],
+        nginx_pid_file=pid_file,
+        reload_timeout_seconds=read.integer("reloadTimeoutSeconds", 1, 3600),
         verify_url=verify_url,
         smoke_path=smoke_path,
         probe_attempts=read.integer("probeAttempts", 1, 1000),

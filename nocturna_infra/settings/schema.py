@@ -227,6 +227,22 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
     ),
     ConfigKey("nginxReloadCommand", "string", "nginx -s reload", "Command that reloads Nginx."),
     ConfigKey(
+        "nginxPidFile",
+        "string",
+        "/run/nginx.pid",
+        "Pid file of the Nginx master that nginxReloadCommand reloads: after a reload the "
+        "switch flips the selection only once every old worker has exited or is shutting "
+        "down. Empty: flip at once (old workers may send a few requests to the slot's "
+        "previous servers).",
+    ),
+    ConfigKey(
+        "reloadTimeoutSeconds",
+        "integer",
+        30,
+        "How long the switch waits for the old workers after a reload before it fails and "
+        "restores.",
+    ),
+    ConfigKey(
         "verifyUrl",
         "string",
         "http://127.0.0.1:8099/health",

@@ -72,6 +72,10 @@ class SwitchOptions:
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Values for the checks' ${VAR} templates (only the variables they name)."""
     watch: WatchOptions | None = None
+    nginx_pid_file: Path | None = None
+    """The master's pid file: after a reload, the flip waits for the old workers (reload.py);
+    None: flip at once."""
+    reload_timeout: float = 30.0
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -323,6 +327,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("--verify-attempts", default="20", help="verification attempts (default: %(default)s)")
     add("--nginx-test", default="nginx -t", help="default: %(default)s")
     add("--nginx-reload", default="nginx -s reload", help="default: %(default)s")
+    add(
+        "--nginx-pid-file",
+        default="/run/nginx.pid",
+        metavar="PATH",
+        help="Nginx master's pid file: after a reload the selection is flipped only once every "
+        "old worker has exited or is shutting down (default: %(default)s; empty: flip at once)",
+    )
+    add(
+        "--reload-timeout",
+        default="30",
+        help="seconds to wait for that before the switch fails and restores (default: %(default)s)",
+    )
     add("--attempts", default="30", help="probe attempts (default: %(default)s)")
     add("--interval", default="2", help="max seconds between probe attempts (default: 2)")
     add(
@@ -423,6 +439,8 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str] = os.environ) 
         smoke_checks=smoke_checks,
         environ=wanted,
         watch=watch,
+        nginx_pid_file=_pid_file(ns.nginx_pid_file),
+        reload_timeout=parse_seconds(ns.reload_timeout, "--reload-timeout", positive=True),
     )
 
 
@@ -471,6 +489,14 @@ def _watch_options(ns: argparse.Namespace, verify: Check | None) -> WatchOptions
     if probe_path and not PREFIX_PATTERN.fullmatch(probe_path):
         _usage("--watch-probe-path", "a URL path starting with /", probe_path)
     return WatchOptions(seconds, Path(ns.watch_log), thresholds, interval, probe_path)
+
+
+def _pid_file(value: str) -> Path | None:
+    if not value:
+        return None
+    if not Path(value).is_absolute():
+        _usage("--nginx-pid-file", "an absolute file path, or empty", value)
+    return Path(value)
 
 
 def _route_rules(ns: argparse.Namespace) -> RouteRules:

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final
 
-from nocturna_infra.traffic import safe_files
+from nocturna_infra.traffic import reload, safe_files
 from nocturna_infra.traffic.exits import ExitCode, Interrupted, SwitchError
 from nocturna_infra.traffic.masking import mask
 from nocturna_infra.traffic.options import SwitchOptions
@@ -397,11 +397,31 @@ class Transaction:
             raise _StepFailedError(
                 ExitCode.CONFIG_REJECTED, f"nginx -t rejected the new file ({problem})"
             )
+        master = reload.master_pid(self.opts.nginx_pid_file) if self.opts.nginx_pid_file else None
+        before = set(reload.workers(master)) if master is not None else set()
         self.reload_started = True
         problem = run_nginx(self.opts.nginx_reload)
         self.progress.step(f"nginx reload: {problem or 'ok'}")
         if problem is not None:
             raise _StepFailedError(ExitCode.RELOAD_FAILED, f"reload failed ({problem})")
+        self._wait_for_workers(master, before)
+
+    def _wait_for_workers(self, master: int | None, before: set[int]) -> None:
+        """Flip only once no worker from before the reload can start a request (reload.py)."""
+        if master is None:
+            where = self.opts.nginx_pid_file or "no --nginx-pid-file"
+            self.progress.step(
+                f"nginx workers: not seen ({where}); flipping without waiting for old workers"
+            )
+            return
+        waited = reload.wait_for_workers(master, before, self.opts.reload_timeout, settle=2.0)
+        self.progress.step(f"nginx reload: {waited.describe()}")
+        if not waited.ok:
+            raise _StepFailedError(
+                ExitCode.RELOAD_FAILED,
+                f"reload did not take effect in every worker within "
+                f"{self.opts.reload_timeout:g}s ({waited.describe()})",
+            )
 
     def _restore(self) -> str:
         """Put back what was touched, with signals deferred; returns the tail of the reason."""
