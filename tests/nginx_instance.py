@@ -110,6 +110,8 @@ def render_site_conf(
         assert slots_log is not None, "the site writes a slots log: pass where"
         text = _substitute(text, "/var/log/nginx/access.log;", f"{slots_log.parent}/access.log;")
         text = _substitute(text, f"{site.slots_log} ", f"{slots_log} ")
+        started = site.slots_log.replace(".log", "-started.log")
+        text = _substitute(text, f"{started} ", f"{slots_log.parent}/{Path(started).name} ")
     for shipped, port in zip(site.health_ports, (blue, green), strict=True):
         if shipped:
             text = _substitute(text, f"127.0.0.1:{shipped}/health", f"127.0.0.1:{port}/health")
@@ -172,6 +174,11 @@ class NginxInstance:
     def slots_log(self) -> Path:
         """The site's JSON access log (the watch window reads it)."""
         return self.prefix / "logs" / "nocturna-slots.log"
+
+    @property
+    def started_log(self) -> Path:
+        """The site's request-start log (mirror subrequests), read for requests in flight."""
+        return self.prefix / "logs" / "nocturna-slots-started.log"
 
     @property
     def pid_file(self) -> Path:

@@ -459,6 +459,8 @@ INTEGER_RANGES = [
     ("watchErrorPercent", 1, 100),
     ("watchMinRequests", 1, 1000000),
     ("watchFailedProbes", 1, 100),
+    ("watchRequestTimeoutSeconds", 1, 3600),
+    ("reloadTimeoutSeconds", 1, 3600),
 ]
 
 

@@ -292,6 +292,13 @@ def gate_argv(settings: Settings) -> list[str]:
             argv += ["--watch-routes", routes_json(gates.watch_routes)]
         if gates.watch_exclude_paths != DEFAULT_EXCLUDED:
             argv += ["--watch-exclude-paths", json.dumps(list(gates.watch_exclude_paths))]
+        if gates.watch_started_log:
+            argv += ["--watch-started-log", gates.watch_started_log]
+        if (
+            gates.watch_request_timeout_seconds
+            != SCHEMA_BY_NAME["watchRequestTimeoutSeconds"].default
+        ):
+            argv += ["--watch-request-timeout", str(gates.watch_request_timeout_seconds)]
         if gates.watch_probe_path:
             argv += ["--watch-probe-path", gates.watch_probe_path]
     return argv

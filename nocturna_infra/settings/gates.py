@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from nocturna_infra.settings.reader import ConfigError, Reader
 from nocturna_infra.traffic.routes import (
@@ -22,6 +23,8 @@ from nocturna_infra.traffic.smoke import (
     SmokeDefinitionError,
     parse_checks,
 )
+
+LOG_PATH: Final = re.compile(r"/[A-Za-z0-9._/-]*[A-Za-z0-9._-]")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ class GateSettings:
     watch_exclude_paths: tuple[str, ...] = ("/health",)
     watch_probe_path: str = ""
     """Light check the watch probes through Nginx; empty: the verification URL's path."""
+    watch_started_log: str = ""
+    watch_request_timeout_seconds: int = 60
 
 
 def smoke_templates(read: Reader, checks: tuple[SmokeCheck, ...], env: Mapping[str, str]) -> None:
@@ -77,6 +82,11 @@ def parse_gates(read: Reader, project_dir: Path | None) -> GateSettings:
         "/"
     ):
         read.fail("watchLog", "must be an absolute file path without '..'", watch_log)
+    started_log = read.string("watchStartedLog")
+    if started_log and (not LOG_PATH.fullmatch(started_log) or ".." in started_log.split("/")):
+        read.fail(
+            "watchStartedLog", "must be empty or an absolute file path without '..'", started_log
+        )
     try:
         routes = parse_route_classes(
             read.json_value("watchRoutes", "a list of route classes (objects)"),
@@ -106,4 +116,6 @@ def parse_gates(read: Reader, project_dir: Path | None) -> GateSettings:
         watch_routes=routes,
         watch_exclude_paths=excluded,
         watch_probe_path=probe_path,
+        watch_started_log=started_log,
+        watch_request_timeout_seconds=read.integer("watchRequestTimeoutSeconds", 1, 3600),
     )

@@ -301,6 +301,23 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "see nginx/nocturna-chart.conf).",
     ),
     ConfigKey(
+        "watchStartedLog",
+        "string",
+        "/var/log/nginx/nocturna-slots-started.log",
+        "JSON log of each public request as it starts (the shipped site's mirror "
+        "subrequest): the watch sees requests in flight, fails a class on one hung past "
+        "watchRequestTimeoutSeconds, and waits for them after the window. Empty: completions "
+        "only (hung requests are seen only when Nginx gives up on them).",
+    ),
+    ConfigKey(
+        "watchRequestTimeoutSeconds",
+        "integer",
+        60,
+        "A request of the new slot in flight this long, or answered this slowly, fails its "
+        "route class; also the most the watch waits after the window for requests in flight. "
+        "Match proxy_read_timeout of the site.",
+    ),
+    ConfigKey(
         "watchRoutes",
         "array",
         [],

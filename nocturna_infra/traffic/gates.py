@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from nocturna_infra.traffic.probe import Check, verify_routed
 from nocturna_infra.traffic.smoke import SmokeCheck, run_checks
-from nocturna_infra.traffic.watch import LogTail, Outcome, Thresholds, Watch, run_window
+from nocturna_infra.traffic.watch import Outcome, Thresholds, Watch, WatchLogs, run_window
 
 RECORD_SUFFIX: Final = ".watch.json"
 
@@ -38,6 +38,8 @@ class WatchOptions:
     probe_interval: float = 2.0
     probe_path: str = ""
     """Light check probed through Nginx during the window; empty: the verification URL."""
+    started_log: Path | None = None
+    """The site's request-start log (requests in flight); None: completions only."""
 
 
 def smoke_failure(
@@ -122,6 +124,7 @@ def new_record(slot: str, previous: str, options: WatchOptions, started: float) 
             "errorPercent": options.thresholds.error_percent,
             "minRequests": options.thresholds.min_requests,
             "failedProbes": options.thresholds.failed_probes,
+            "requestTimeoutSeconds": options.thresholds.request_timeout,
             "routeClasses": [route.name for route in options.thresholds.rules.classes],
             "excludedPaths": list(options.thresholds.rules.excluded),
         },
@@ -131,7 +134,7 @@ def new_record(slot: str, previous: str, options: WatchOptions, started: float) 
 def run_watch(
     watch: Watch,
     options: WatchOptions,
-    tail: LogTail,
+    tail: WatchLogs,
     probe: Callable[[], tuple[bool | None, str]],
     still_selected: Callable[[], bool],
     step: Callable[[str], None],
@@ -147,12 +150,13 @@ def run_watch(
         outcome = run_window(
             watch,
             options.seconds,
-            tail,
+            tail.done,
             options.thresholds,
             probe,
             still_selected,
             step,
             probe_interval=options.probe_interval,
+            starts=tail.started,
         )
     finally:
         tail.close()

@@ -315,6 +315,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="path prefixes the watch ignores (default: %(default)s)",
     )
     add(
+        "--watch-started-log",
+        metavar="PATH",
+        default="",
+        help="the site's request-start log (log_format nocturna_production_started): requests "
+        "in flight are judged too, and waited for after the window (default: none)",
+    )
+    add(
+        "--watch-request-timeout",
+        default="60",
+        help="a request in flight this long, or a slot answering this slowly, fails its class; "
+        "the bound of the wait after the window (the site's proxy_read_timeout; "
+        "default: %(default)s)",
+    )
+    add(
         "--watch-probe-path",
         default="",
         metavar="PATH",
@@ -476,6 +490,9 @@ def _watch_options(ns: argparse.Namespace, verify: Check | None) -> WatchOptions
         min_requests=parse_int(ns.watch_min_requests, "--watch-min-requests", 1),
         failed_probes=parse_int(ns.watch_failed_probes, "--watch-failed-probes", 1),
         rules=_route_rules(ns),
+        request_timeout=parse_seconds(
+            ns.watch_request_timeout, "--watch-request-timeout", positive=True
+        ),
     )
     interval = parse_seconds(ns.watch_probe_interval, "--watch-probe-interval", positive=True)
     if seconds == 0:
@@ -488,7 +505,12 @@ def _watch_options(ns: argparse.Namespace, verify: Check | None) -> WatchOptions
     probe_path = ns.watch_probe_path
     if probe_path and not PREFIX_PATTERN.fullmatch(probe_path):
         _usage("--watch-probe-path", "a URL path starting with /", probe_path)
-    return WatchOptions(seconds, Path(ns.watch_log), thresholds, interval, probe_path)
+    started_log = None
+    if ns.watch_started_log:
+        if not Path(ns.watch_started_log).is_absolute():
+            _usage("--watch-started-log", "an absolute file path, or empty", ns.watch_started_log)
+        started_log = Path(ns.watch_started_log)
+    return WatchOptions(seconds, Path(ns.watch_log), thresholds, interval, probe_path, started_log)
 
 
 def _pid_file(value: str) -> Path | None:

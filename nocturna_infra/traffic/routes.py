@@ -95,11 +95,12 @@ class ClassStats:
         """Requests the slot decided: 2xx, 3xx and 5xx (4xx are left out)."""
         return self.good + self.failed
 
-    def add(self, status: int, request_time: float) -> None:
-        if 400 <= status < 500:
+    def add(self, status: int, request_time: float, *, timed_out: bool = False) -> None:
+        """One completed request; `timed_out`: the slot took the whole request timeout."""
+        if 400 <= status < 500 and not timed_out:
             self.client_errors += 1
             return
-        if status >= 500:
+        if status >= 500 or timed_out:
             self.failed += 1
         else:
             self.good += 1

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
+from nocturna_infra.traffic.inflight import InFlight, StartRecord, parse_start
 from nocturna_infra.traffic.routes import ClassStats, RouteRules
 
 SAMPLES: Final = 5
@@ -45,6 +46,8 @@ class AccessRecord:
     upstream_status: str = ""
     """Empty or `-` when no server of the slot was asked (the slot did not serve it)."""
     request_id: str = ""
+    upstream_time: float | None = None
+    """Seconds the slot took (the longest attempt), None when not logged."""
 
     @property
     def failed(self) -> bool:
@@ -72,9 +75,24 @@ def parse_line(line: str) -> AccessRecord | None:
             path=str(data.get("uri", "/")),
             upstream_status=str(data.get("upstreamStatus", "")),
             request_id=str(data.get("requestId", "")),
+            upstream_time=_longest(str(data.get("upstreamTime", ""))),
         )
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def _longest(text: str) -> float | None:
+    """The longest of `$upstream_response_time`'s attempts ("0.5, 60.0 : 1.2"), or None."""
+    times = [float(part) for part in text.replace(":", ",").split(",") if _is_number(part)]
+    return max(times) if times else None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class LogTail:
@@ -140,6 +158,19 @@ class LogTail:
 
 
 @dataclass(frozen=True)
+class WatchLogs:
+    """The completion log and, when the site writes one, the request-start log."""
+
+    done: LogTail
+    started: LogTail | None = None
+
+    def close(self) -> None:
+        self.done.close()
+        if self.started is not None:
+            self.started.close()
+
+
+@dataclass(frozen=True)
 class Thresholds:
     """When the watch switches back."""
 
@@ -148,6 +179,10 @@ class Thresholds:
     failed_probes: int
     rules: RouteRules = field(default_factory=RouteRules)
     """How requests are grouped into classes; each class is judged on its own."""
+    request_timeout: float = 60.0
+    """A request in flight this long, or a slot taking this long to answer, is a failure of
+    its class (the site's proxy_read_timeout); also the bound of the wait for requests in
+    flight after the window."""
 
 
 @dataclass
@@ -158,8 +193,16 @@ class Watch:
     started: float
     """Wall-clock time the window began (also the earliest request counted)."""
     rules: RouteRules = field(default_factory=RouteRules)
+    request_timeout: float = 60.0
     requests: int = 0
     """Requests of the slot's group the slot served, excluded paths left out."""
+    inflight: InFlight = field(default_factory=InFlight)
+    hung: int = 0
+    """Requests in flight longer than `request_timeout` (counted as failed)."""
+    inflight_wait: float = 0.0
+    """Seconds waited after the window for requests in flight."""
+    ended: float | None = None
+    """Wall-clock time the window ended: requests starting later are not waited for."""
     classes: dict[str, ClassStats] = field(default_factory=dict)
     not_served: int = 0
     """Requests of the group no server of the slot was asked for (not the slot's doing)."""
@@ -179,6 +222,8 @@ class Watch:
     last_probe: str = ""
 
     def add(self, record: AccessRecord) -> None:
+        if record.group == self.group:
+            self.inflight.done(record.request_id)
         if record.group != self.group or record.time < self.started:
             return
         if not record.served:
@@ -188,18 +233,48 @@ class Watch:
         if key is None:
             self.excluded += 1
             return
+        timed_out = (
+            record.upstream_time is not None and record.upstream_time >= self.request_timeout
+        )
         self.requests += 1
-        self.classes.setdefault(key, ClassStats()).add(record.status, record.request_time)
+        stats = self.classes.setdefault(key, ClassStats())
+        stats.add(record.status, record.request_time, timed_out=timed_out)
         self.statuses[record.status] += 1
         self.total_time += record.request_time
         self.slowest = max(self.slowest, record.request_time)
-        if record.failed:
+        if record.failed or timed_out:
             self.failed += 1
             self._first(record.time)
             if len(self.samples) < SAMPLES:
                 self.samples.append(
                     f"{key} {record.status} from {record.upstream or 'no upstream'} in "
                     f"{record.request_time:.3f}s at +{record.time - self.started:.1f}s"
+                )
+
+    def add_start(self, record: StartRecord) -> None:
+        """A request of this slot started during the window: in flight until it completes."""
+        if record.group != self.group or record.time < self.started:
+            return
+        if self.ended is not None and record.time > self.ended:
+            return
+        key = self.rules.key(record.method, record.path)
+        if key is not None:
+            self.inflight.started(record, key)
+
+    def check_hung(self, now: float) -> None:
+        """Requests in flight longer than the request timeout fail their class."""
+        for record, key in self.inflight.overdue(now, self.request_timeout):
+            self.hung += 1
+            self.failed += 1
+            self.requests += 1
+            stats = self.classes.setdefault(key, ClassStats())
+            stats.failed += 1
+            stats.times.append(now - record.time)
+            self._first(now)
+            if len(self.samples) < SAMPLES:
+                self.samples.append(
+                    f"{key} no answer after {self.request_timeout:g}s "
+                    f"(started at +{record.time - self.started:.1f}s)"
                 )
 
     def add_probe(self, ok: bool | None, detail: str, at: float) -> None:
@@ -242,7 +317,9 @@ class Watch:
         mean = self.total_time / self.requests if self.requests else 0.0
         text = (
             f"{self.requests} requests ({self.failed} failed; statuses {statuses or 'none'}; "
-            f"mean {mean:.3f}s, slowest {self.slowest:.3f}s), "
+            f"mean {mean:.3f}s, slowest {self.slowest:.3f}s"
+            + (f", {self.hung} hung" if self.hung else "")
+            + "), "
             f"{self.probes} probes ({self.failed_probes} failed"
             + (f", {self.inconclusive_probes} rate-limited" if self.inconclusive_probes else "")
             + ")"
@@ -265,6 +342,8 @@ class Watch:
             "probes": self.probes,
             "failedProbes": self.failed_probes,
             "inconclusiveProbes": self.inconclusive_probes,
+            "hung": self.hung,
+            "inFlightWaitSeconds": round(self.inflight_wait, 3),
             "notServed": self.not_served,
             "excluded": self.excluded,
             "classes": {
@@ -290,6 +369,20 @@ class Outcome:
     watch: Watch
 
 
+def _read(watch: Watch, tail: LogTail, starts: LogTail | None) -> None:
+    """Everything new in both logs, completions first, then requests gone overdue."""
+    for line in tail.read_lines():
+        record = parse_line(line)
+        if record is not None:
+            watch.add(record)
+    if starts is not None:
+        for line in starts.read_lines():
+            start = parse_start(line)
+            if start is not None:
+                watch.add_start(start)
+    watch.check_hung(time.time())
+
+
 def run_window(
     watch: Watch,
     seconds: float,
@@ -300,16 +393,15 @@ def run_window(
     step: Callable[[str], None],
     probe_interval: float = 2.0,
     poll: float = 0.1,
+    starts: LogTail | None = None,
 ) -> Outcome:
-    """Watch until `seconds` pass or the verdict says switch back; holds no lock."""
+    """Watch until `seconds` pass or the verdict says switch back, then wait for the
+    requests still in flight (see `drain`); holds no lock."""
     end = time.monotonic() + seconds
     next_probe = time.monotonic()
     next_report = time.monotonic() + 5.0
     while True:
-        for line in tail.read_lines():
-            record = parse_line(line)
-            if record is not None:
-                watch.add(record)
+        _read(watch, tail, starts)
         reason = watch.verdict(limits)
         if reason is not None:
             return Outcome("failed", reason, watch)
@@ -317,7 +409,7 @@ def run_window(
             return Outcome("superseded", "the selection no longer names the watched slot", watch)
         now = time.monotonic()
         if now >= end:
-            return Outcome("passed", f"no threshold crossed in {seconds:g}s", watch)
+            return drain(watch, seconds, tail, starts, limits, step, poll)
         if now >= next_probe:
             ok, detail = probe()
             watch.add_probe(ok, detail, time.time())
@@ -329,3 +421,38 @@ def run_window(
             step(f"watch: {watch.summary()}")
             next_report = now + 5.0
         time.sleep(min(poll, max(0.0, end - now)))
+
+
+def drain(
+    watch: Watch,
+    seconds: float,
+    tail: LogTail,
+    starts: LogTail | None,
+    limits: Thresholds,
+    step: Callable[[str], None],
+    poll: float = 0.1,
+) -> Outcome:
+    """After the window: keep judging until every request the slot started during it has
+    completed or been in flight for the request timeout (then it failed its class)."""
+    began = time.monotonic()
+    watch.ended = time.time()
+    _read(watch, tail, starts)  # every start up to the end of the window
+    if watch.inflight.pending:
+        step(
+            f"watch: window over; waiting for {len(watch.inflight.pending)} requests in flight "
+            f"(at most {watch.request_timeout:g}s each)"
+        )
+    while watch.inflight.pending:
+        time.sleep(poll)
+        _read(watch, tail, starts)
+        reason = watch.verdict(limits)
+        watch.inflight_wait = time.monotonic() - began
+        if reason is not None:
+            return Outcome("failed", f"{reason}; {_waited(watch)}", watch)
+    watch.inflight_wait = time.monotonic() - began
+    waited = f"; {_waited(watch)}" if starts is not None else ""
+    return Outcome("passed", f"no threshold crossed in {seconds:g}s{waited}", watch)
+
+
+def _waited(watch: Watch) -> str:
+    return f"waited {watch.inflight_wait:.1f}s after the window for requests in flight"

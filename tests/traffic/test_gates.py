@@ -98,6 +98,7 @@ def watch_flags(nginx: NginxInstance, seconds: str = "20", *extra: str) -> list[
     return [
         "--watch-seconds", seconds,
         "--watch-log", str(nginx.slots_log),
+        "--watch-started-log", str(nginx.started_log),
         "--watch-min-requests", "10",
         "--watch-probe-interval", "0.5",
         *extra,

@@ -112,6 +112,32 @@ def test_404_flood_during_a_failing_release_is_switched_back(nginx, blue, green,
     assert record(nginx)["seen"]["classes"]["GET *"]["clientErrors"] > 0
 
 
+def test_release_hanging_one_route_past_the_window_is_switched_back(
+    nginx, blue, green, capsys
+) -> None:
+    """Before: a hung request writes no log line until Nginx gives up (60 s), so a 2 s window
+    saw "0 failed" and kept the release."""
+    green.hang_routes = (RENDER_PATH,)
+    green.hang_seconds = 8
+    routes = json.dumps([{"method": "POST", "pathPrefix": RENDER_PATH, "minRequests": 2}])
+    flags = watch_flags(nginx, "2", "--watch-routes", routes, "--watch-request-timeout", "4")
+    argv = switch_argv(nginx, green, *flags)
+
+    with MixedLoad(nginx, [*FLOOD, *[("POST", RENDER_PATH, 0.0)] * 3]) as load:
+        code = main(argv, now=lambda: NOW)
+
+    out = capsys.readouterr()
+    assert code == ExitCode.WATCH_SWITCHED_BACK, out.err
+    assert f"POST {RENDER_PATH}: " in out.err
+    assert "no answer after 4s" in out.err
+    assert "waiting for " in out.out  # the window was over; the requests in flight were not
+    assert selection(nginx) == ["nocturna-img-production.blue"]
+    assert load.blue_failures() == []
+    saved = record(nginx)["seen"]
+    assert saved["hung"] >= 2
+    assert saved["inFlightWaitSeconds"] > 0
+
+
 def test_probes_answered_429_by_a_healthy_slot_pass_the_watch(nginx, blue, green, capsys) -> None:
     """Before: the service's shared rate limit answered the probes 429 and a healthy release
     was switched back (or refused at verification)."""
