@@ -34,6 +34,8 @@ class Backend:
     - `fail_routes`: paths answering 500 at once, whatever the method (a release with one
       dead endpoint while the others and /health work).
     - `hang_routes`: paths answering only after `hang_seconds` (a wedged renderer).
+    - `fail_every`: every n-th request other than /health answers 500 (a release worse than
+      the one it replaces, under any absolute share).
     - `throttle_after`: once this many /health requests were answered, /health answers 429
       with Retry-After (the service's own rate limit, shared by every client behind Nginx).
     - `trickle`: /health and POST answers are sent one byte every `trickle` seconds
@@ -57,6 +59,8 @@ class Backend:
     hang_routes: tuple[str, ...] = ()
     hang_seconds: float = 0.0
     throttle_after: int | None = None
+    fail_every: int = 0
+    other_requests: int = 0
     health_answered: int = 0
     trickle: float = 0.0
     trickle_part: str = "body"
@@ -181,6 +185,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _route_knobs(self, path: str) -> bool:
         """Answer per `fail_routes`, `hang_routes`, `throttle_after`; True if answered."""
         owner = self.owner
+        if path != "/health" and owner.fail_every:
+            owner.other_requests += 1
+            if owner.other_requests % owner.fail_every == 0:
+                self._json(500, {"error": {"code": "RENDER_ERROR"}, "slot": owner.slot})
+                return True
         if path in owner.hang_routes:
             time.sleep(owner.hang_seconds)
             self._json(200, {"slot": owner.slot, "hung": owner.hang_seconds})

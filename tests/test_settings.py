@@ -461,6 +461,8 @@ INTEGER_RANGES = [
     ("watchFailedProbes", 1, 100),
     ("watchRequestTimeoutSeconds", 1, 3600),
     ("reloadTimeoutSeconds", 1, 3600),
+    ("watchBaselineSeconds", 0, 86400),
+    ("watchRegressionFactor", 0, 100),
 ]
 
 

@@ -299,6 +299,12 @@ def gate_argv(settings: Settings) -> list[str]:
             != SCHEMA_BY_NAME["watchRequestTimeoutSeconds"].default
         ):
             argv += ["--watch-request-timeout", str(gates.watch_request_timeout_seconds)]
+        for key, flag, value in (
+            ("watchBaselineSeconds", "--watch-baseline-seconds", gates.watch_baseline_seconds),
+            ("watchRegressionFactor", "--watch-regression-factor", gates.watch_regression_factor),
+        ):
+            if value != SCHEMA_BY_NAME[key].default:
+                argv += [flag, str(value)]
         if gates.watch_probe_path:
             argv += ["--watch-probe-path", gates.watch_probe_path]
     return argv

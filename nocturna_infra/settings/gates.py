@@ -44,6 +44,8 @@ class GateSettings:
     """Light check the watch probes through Nginx; empty: the verification URL's path."""
     watch_started_log: str = ""
     watch_request_timeout_seconds: int = 60
+    watch_baseline_seconds: int = 300
+    watch_regression_factor: int = 3
 
 
 def smoke_templates(read: Reader, checks: tuple[SmokeCheck, ...], env: Mapping[str, str]) -> None:
@@ -99,6 +101,13 @@ def parse_gates(read: Reader, project_dir: Path | None) -> GateSettings:
     except RouteDefinitionError as error:
         msg = f"{error}."
         raise ConfigError(msg) from None
+    regression_factor = read.integer("watchRegressionFactor", 0, 100)
+    if regression_factor == 1:
+        read.fail(
+            "watchRegressionFactor",
+            "must be 0 (compare, never fail) or at least 2 (1 would fail on any noise)",
+            regression_factor,
+        )
     probe_path = read.string("watchProbePath")
     if probe_path and not PREFIX_PATTERN.fullmatch(probe_path):
         read.fail(
@@ -118,4 +127,6 @@ def parse_gates(read: Reader, project_dir: Path | None) -> GateSettings:
         watch_probe_path=probe_path,
         watch_started_log=started_log,
         watch_request_timeout_seconds=read.integer("watchRequestTimeoutSeconds", 1, 3600),
+        watch_baseline_seconds=read.integer("watchBaselineSeconds", 0, 86400),
+        watch_regression_factor=regression_factor,
     )

@@ -318,6 +318,22 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "Match proxy_read_timeout of the site.",
     ),
     ConfigKey(
+        "watchBaselineSeconds",
+        "integer",
+        300,
+        "How much of the previous slot's traffic before the switch (from watchLog) the watch "
+        "compares, per route class, with the new slot's: 5xx share, p50, p95. 0: no "
+        "comparison.",
+    ),
+    ConfigKey(
+        "watchRegressionFactor",
+        "integer",
+        3,
+        "A route class whose 5xx share (at least 1% counted for the old slot) or p95 "
+        "(at least 0.1 s) is this many times the previous slot's fails the watch, once both "
+        "saw its minRequests. 0: show the comparison, never fail on it.",
+    ),
+    ConfigKey(
         "watchRoutes",
         "array",
         [],

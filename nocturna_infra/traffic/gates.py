@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
+from nocturna_infra.traffic import baseline
 from nocturna_infra.traffic.probe import Check, verify_routed
+from nocturna_infra.traffic.routes import ClassStats
 from nocturna_infra.traffic.smoke import SmokeCheck, run_checks
 from nocturna_infra.traffic.watch import Outcome, Thresholds, Watch, WatchLogs, run_window
 
@@ -40,6 +42,10 @@ class WatchOptions:
     """Light check probed through Nginx during the window; empty: the verification URL."""
     started_log: Path | None = None
     """The site's request-start log (requests in flight); None: completions only."""
+    baseline_seconds: float = 300.0
+    """How much of the previous slot's traffic before the switch is compared; 0: none."""
+    regression_factor: float = 3.0
+    """A class this many times worse than on the previous slot fails; 0: no comparison."""
 
 
 def smoke_failure(
@@ -77,6 +83,41 @@ def nginx_probe(
         return result.ok, f"{check.url} {result.detail}"
 
     return probe
+
+
+def previous_traffic(options: WatchOptions, group: str, started: float) -> dict[str, ClassStats]:
+    """The previous slot's requests per class in the minutes before the switch."""
+    if options.baseline_seconds <= 0:
+        return {}
+    since = started - options.baseline_seconds
+    return baseline.read_baseline(options.log, group, since, started, options.thresholds.rules)
+
+
+def judge_against_previous(
+    outcome: Outcome,
+    before: Mapping[str, ClassStats],
+    options: WatchOptions,
+    slots: tuple[str, str],
+    step: Callable[[str], None],
+) -> tuple[Outcome, list[baseline.Row]]:
+    """Show the per-class comparison; a passed window fails on a clear regression."""
+    rows = baseline.compare(before, outcome.watch.classes)
+    if rows:
+        step(
+            f"watch: by route class, {slots[0]} in the {options.baseline_seconds:g}s before the "
+            f"switch against {slots[1]} in the window:\n" + baseline.comparison_table(rows, *slots)
+        )
+    if outcome.result != "passed" or not before:
+        return outcome, rows
+    limits = options.thresholds
+
+    def minimum(key: str) -> int:
+        return limits.rules.limits(key, limits.min_requests, limits.error_percent)[0]
+
+    reason = baseline.regression(rows, options.regression_factor, minimum)
+    if reason is None:
+        return outcome, rows
+    return Outcome("failed", reason, outcome.watch), rows
 
 
 def record_path(upstream_file: Path) -> Path:
@@ -125,6 +166,8 @@ def new_record(slot: str, previous: str, options: WatchOptions, started: float) 
             "minRequests": options.thresholds.min_requests,
             "failedProbes": options.thresholds.failed_probes,
             "requestTimeoutSeconds": options.thresholds.request_timeout,
+            "baselineSeconds": options.baseline_seconds,
+            "regressionFactor": options.regression_factor,
             "routeClasses": [route.name for route in options.thresholds.rules.classes],
             "excludedPaths": list(options.thresholds.rules.excluded),
         },

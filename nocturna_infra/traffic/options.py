@@ -329,6 +329,18 @@ def build_parser() -> argparse.ArgumentParser:
         "default: %(default)s)",
     )
     add(
+        "--watch-baseline-seconds",
+        default="300",
+        help="how much of the previous slot's traffic before the switch (same log) is compared "
+        "per route class with the window (default: %(default)s; 0: no comparison)",
+    )
+    add(
+        "--watch-regression-factor",
+        default="3",
+        help="a class whose 5xx share or p95 is this many times the previous slot's fails the "
+        "watch (default: %(default)s; 0: report only)",
+    )
+    add(
         "--watch-probe-path",
         default="",
         metavar="PATH",
@@ -511,6 +523,17 @@ def _watch_options(ns: argparse.Namespace, verify: Check | None) -> WatchOptions
             _usage("--watch-started-log", "an absolute file path, or empty", ns.watch_started_log)
         started_log = Path(ns.watch_started_log)
     return WatchOptions(seconds, Path(ns.watch_log), thresholds, interval, probe_path, started_log)
+
+
+def _factor(value: str) -> float:
+    expected = "a factor of at least 1, or 0 to compare without failing"
+    try:
+        number = float(value)
+    except ValueError:
+        _usage("--watch-regression-factor", expected, value)
+    if not (number == 0 or 1 <= number < float("inf")):
+        _usage("--watch-regression-factor", expected, value)
+    return number
 
 
 def _pid_file(value: str) -> Path | None:

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from nocturna_infra.traffic import gates, safe_files
+from nocturna_infra.traffic import baseline, gates, safe_files
 from nocturna_infra.traffic.exits import ExitCode, Interrupted, SwitchError
 from nocturna_infra.traffic.masking import mask
 from nocturna_infra.traffic.options import SwitchOptions
@@ -239,7 +239,14 @@ def watch_or_switch_back(
 
     try:
         _save_record(path, record, progress)  # inside: a signal after it closes the record
+        before = gates.previous_traffic(
+            opts.watch, group_name(opts.upstream_name, previous), started
+        )
         outcome = gates.run_watch(watch, opts.watch, tail, probe, still_selected, progress.step)
+        outcome, rows = gates.judge_against_previous(
+            outcome, before, opts.watch, (previous, opts.slot), progress.step
+        )
+        record["comparison"] = baseline.rows_json(rows)
         _judge(opts, plan, previous, path, record, watch, outcome, now, progress, guard)
     except Interrupted as interrupted:  # during the watch or before the switch back's writes
         name = signal.Signals(interrupted.signum).name

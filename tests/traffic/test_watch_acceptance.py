@@ -174,3 +174,32 @@ def test_good_release_under_mixed_traffic_is_kept(nginx, blue, green, capsys) ->
     seen = record(nginx)["seen"]
     assert seen["classes"][f"POST {RENDER_PATH}"]["requests"] > 0
     assert seen["excluded"] > 0  # the /health polls
+
+
+def test_release_much_worse_than_the_previous_slot_is_switched_back_showing_the_table(
+    nginx, blue, green, capsys
+) -> None:
+    """10 % of green's answers fail: under a 50 % absolute share, but 10x blue's (0 %, counted
+    as 1 %) in the minutes before the switch: a clear regression (factor 3)."""
+    green.fail_every = 10
+    flags = watch_flags(
+        nginx, "4", "--watch-error-percent", "50", "--watch-min-requests", "50",
+        "--watch-routes", RENDER_CLASS,
+    )  # fmt: skip
+    argv = switch_argv(nginx, green, *flags)
+
+    with MixedLoad(nginx, [*FLOOD, ("POST", RENDER_PATH, 0.05)]) as load:
+        time.sleep(1.5)  # blue's traffic before the switch: the baseline
+        code = main(argv, now=lambda: NOW)
+        time.sleep(0.3)
+
+    out = capsys.readouterr()
+    assert code == ExitCode.WATCH_SWITCHED_BACK, out.err
+    assert "GET *: 5xx share " in out.err
+    assert "% on the previous slot (>= 3x)" in out.err
+    assert "class                      blue n   5xx     p50     p95  green n" in out.out
+    assert load.blue_failures() == []
+    rows = {row["class"]: row for row in record(nginx)["comparison"]}
+    assert rows["GET *"]["before"]["failedPercent"] == 0
+    assert rows["GET *"]["after"]["failedPercent"] >= 3
+    assert rows[f"POST {RENDER_PATH}"]["before"]["requests"] > 0
