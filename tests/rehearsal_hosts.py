@@ -215,6 +215,7 @@ class TwoHostRehearsal:
             "selectionDir": str(nginx.selection_dir),
             "nginxTestCommand": nginx.test_command,
             "nginxReloadCommand": nginx.reload_command,
+            "nginxPidFile": str(nginx.pid_file),
             "verifyUrl": nginx.verify_url("/health"),
             "probeAttempts": "4",
             "probeIntervalSeconds": "1",
