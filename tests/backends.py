@@ -39,6 +39,13 @@ class Backend:
     - `echo_authorization`: once `echo_after` requests other than /health were answered, POST
       /render quotes the request's Authorization header: `"json"` as `data.format`, `"body"`
       in a 500 body where it starts `echo_offset` bytes in (a careless release).
+    - `fail_routes`: paths answering 500 at once, whatever the method (a release with one
+      dead endpoint while the others and /health work).
+    - `hang_routes`: paths answering only after `hang_seconds` (a wedged renderer).
+    - `fail_every`: every n-th request other than /health answers 500 (a release worse than
+      the one it replaces, under any absolute share).
+    - `throttle_after`: once this many /health requests were answered, /health answers 429
+      with Retry-After (the service's own rate limit, shared by every client behind Nginx).
     - `trickle`: /health and POST answers are sent one byte every `trickle` seconds
       (`trickle_part`: `"headers"` or `"body"` trickles; `trickle_health` False spares /health),
       as a wedged release might.
@@ -58,6 +65,13 @@ class Backend:
     echo_authorization: str | None = None
     echo_after: int = 0
     echo_offset: int = 190
+    fail_routes: tuple[str, ...] = ()
+    hang_routes: tuple[str, ...] = ()
+    hang_seconds: float = 0.0
+    throttle_after: int | None = None
+    fail_every: int = 0
+    other_requests: int = 0
+    health_answered: int = 0
     trickle: float = 0.0
     trickle_part: str = "body"
     trickle_health: bool = True
@@ -179,6 +193,34 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, payload: dict[str, Any]) -> None:
         self._reply(status, json.dumps(payload, separators=(",", ":")).encode(), "application/json")
 
+    def _route_knobs(self, path: str) -> bool:
+        """Answer per `fail_routes`, `hang_routes`, `throttle_after`; True if answered."""
+        owner = self.owner
+        if path != "/health" and owner.fail_every:
+            owner.other_requests += 1
+            if owner.other_requests % owner.fail_every == 0:
+                self._json(500, {"error": {"code": "RENDER_ERROR"}, "slot": owner.slot})
+                return True
+        if path in owner.hang_routes:
+            time.sleep(owner.hang_seconds)
+            self._json(200, {"slot": owner.slot, "hung": owner.hang_seconds})
+            return True
+        if path in owner.fail_routes:
+            self._json(500, {"error": {"code": "RENDER_ERROR"}, "slot": owner.slot})
+            return True
+        if path == "/health" and owner.throttle_after is not None:
+            owner.health_answered += 1
+            if owner.health_answered > owner.throttle_after:
+                body = b'{"error":"Too many requests"}'
+                self.send_response(429)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Retry-After", "60")
+                self.end_headers()
+                self.wfile.write(body)
+                return True
+        return False
+
     def _broken(self) -> bool:
         """Count a request other than /health; True once the backend's `fail_after` is used up."""
         owner = self.owner
@@ -195,6 +237,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.headers.get("X-Real-IP"),
         )
         parts = urlsplit(self.path)
+        if self._route_knobs(parts.path):
+            return
         if parts.path == "/health" and self.owner.trickle and self.owner.trickle_health:
             status, payload = self.owner.health()
             self._trickled(status, json.dumps(payload).encode())
@@ -202,6 +246,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(*self.owner.health())
         elif self._broken():
             self._json(500, {"error": {"code": "RENDER_ERROR"}, "slot": self.owner.slot})
+        elif parts.path.startswith("/missing"):  # a client asking for what does not exist
+            self._json(404, {"error": "not found", "slot": self.owner.slot})
         elif parts.path == "/moved":
             self.send_response(301)
             self.send_header("Location", "/health")
@@ -223,6 +269,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.owner.last_authorization = self.headers.get("Authorization")
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
+        if self._route_knobs(urlsplit(self.path).path):
+            return
         expected = self.owner.expect_authorization
         if expected is not None and self.owner.last_authorization != expected:
             self._json(401, {"error": "unauthorized"})

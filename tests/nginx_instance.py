@@ -123,6 +123,8 @@ def render_site_conf(
         assert slots_log is not None, "the site writes a slots log: pass where"
         text = _substitute(text, "/var/log/nginx/access.log;", f"{slots_log.parent}/access.log;")
         text = _substitute(text, f"{site.slots_log} ", f"{slots_log} ")
+        started = site.slots_log.replace(".log", "-started.log")
+        text = _substitute(text, f"{started} ", f"{slots_log.parent}/{Path(started).name} ")
     for shipped, port in zip(site.health_ports, (blue, green), strict=True):
         if shipped:
             text = _substitute(text, f"127.0.0.1:{shipped}/health", f"127.0.0.1:{port}/health")
@@ -185,6 +187,11 @@ class NginxInstance:
     def slots_log(self) -> Path:
         """The site's JSON access log (the watch window reads it)."""
         return self.prefix / "logs" / "nocturna-slots.log"
+
+    @property
+    def started_log(self) -> Path:
+        """The site's request-start log (mirror subrequests), read for requests in flight."""
+        return self.prefix / "logs" / "nocturna-slots-started.log"
 
     @property
     def pid_file(self) -> Path:
@@ -307,6 +314,7 @@ def switch_argv(
         "--nginx-test", nginx.test_command,
         "--nginx-reload", nginx.reload_command,
         "--nginx-start", nginx.start_command,
+        "--nginx-pid-file", str(nginx.pid_file),
         "--attempts", "3",
         "--interval", "0.05",
         "--timeout", "2",

@@ -38,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -347,6 +348,12 @@ def production_smoke_checks() -> str:
     return json.dumps(config["nocturna-infra:smokeChecks"])
 
 
+def production_watch_routes() -> str:
+    """The route classes shipped in Pulumi.production.yaml (the render route on its own)."""
+    config = yaml.safe_load((REPO / "Pulumi.production.yaml").read_text())["config"]
+    return json.dumps(config["nocturna-infra:watchRoutes"])
+
+
 @dataclass(frozen=True)
 class SlotAnswers:
     """Requests through Nginx per slot group, from the site's JSON access log."""
@@ -378,6 +385,53 @@ def slot_answers(log: Path, offset: int) -> SlotAnswers:
 def switch_seconds(text: str) -> float | None:
     match = re.search(r"switch: \w+ .* in ([\d.]+)s", text)
     return float(match.group(1)) if match else None
+
+
+RENDER_PATH: Final = "/api/v2/chart/render"
+
+
+class RenderClient:
+    """One client rendering through Nginx, one request at a time; statuses by slot."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self.url = url
+        self.key = key
+        self.answers: Counter[tuple[str, int]] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        body = (REPO / "smoke" / "chart-render.json").read_bytes()
+        headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
+        with requests.Session() as session:
+            session.trust_env = False
+            while not self._stop.is_set():
+                try:
+                    response = session.post(self.url, data=body, headers=headers, timeout=30)
+                    version = response.json().get("meta", {}).get("version", "")
+                    self.answers[(str(version), response.status_code)] += 1
+                except (requests.RequestException, ValueError):
+                    self.answers[("error", 0)] += 1
+                time.sleep(0.3)
+
+    def failed(self) -> int:
+        return sum(n for (_, status), n in self.answers.items() if status != 200)
+
+    def failed_on(self, slot: str) -> int:
+        """Failed renders answered by `slot` (blue runs 1.0.0 in the rehearsal)."""
+        versions = {"blue": "1.0.0"}
+        return sum(
+            n for (version, status), n in self.answers.items()
+            if version == versions.get(slot) and status != 200
+        )  # fmt: skip
+
+    def __enter__(self) -> RenderClient:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=40)
 
 
 @contextmanager
@@ -452,6 +506,7 @@ class Rehearsal:
             "nginxTestCommand": nginx.test_command,
             "nginxReloadCommand": nginx.reload_command,
             "nginxStartCommand": nginx.start_command,
+            "nginxPidFile": str(nginx.pid_file),
             "verifyUrl": nginx.verify_url("/health"),
             "probeAttempts": "8",
             "probeIntervalSeconds": "1",
@@ -459,6 +514,8 @@ class Rehearsal:
             "smokeChecks": production_smoke_checks(),
             "watchSeconds": "5",
             "watchLog": str(nginx.slots_log),
+            "watchStartedLog": str(nginx.started_log),
+            "watchRoutes": production_watch_routes(),
             **overrides,
         }
 
@@ -475,9 +532,11 @@ class Rehearsal:
         nginx: NginxInstance,
         switch_name: str = "",
         broken: tuple[str, SlotAnswers] | None = None,
+        other_clients_failed: int = 0,
     ) -> None:
         """`broken`: the slot the watch switched back from, and the log's counts: failures
-        it answered are the release's, not the switch's; every other must be zero."""
+        it answered are the release's, not the switch's; every other must be zero.
+        `other_clients_failed`: failures seen by clients other than wrk and the slow ones."""
         error = up.error
         outcome = "ok" if error is None else f"failed: {error.splitlines()[0][:90]}"
         if expected == "ok" and error is not None:
@@ -488,6 +547,7 @@ class Rehearsal:
         slow = figures["slow"] if figures else None
         allowed = broken[1].of(broken[0])[1] if broken else 0
         failed = (wrk.failed if wrk else 0) + (len(slow.failed) if slow else 0)
+        failed += other_clients_failed
         if wrk is not None and wrk.socket_errors:
             problems.append(f"{wrk.socket_errors} requests through Nginx failed on the socket")
         if failed != allowed:
@@ -509,7 +569,7 @@ class Rehearsal:
                 served=served_version(nginx),
                 images=images,
                 requests=wrk.requests if wrk else 0,
-                failed=wrk.failed if wrk else 0,
+                failed=(wrk.failed if wrk else 0) + other_clients_failed,
                 slow_ok=slow.ok if slow else 0,
                 slow_failed=len(slow.failed) if slow else 0,
                 switch_seconds=switch_seconds(
@@ -722,6 +782,36 @@ class Rehearsal:
             problems.append(f"after keeping blue Nginx serves {served_version(self.nginx)}")
         self.record("7c keep blue (activeSlot blue)", "ok", up, figures, problems,
                     self.production, self.nginx)  # fmt: skip
+
+        # 7d. Issue 21: a release whose renders alone fail once the smoke check's render
+        # passed, while cheap requests flood (wrk) and one client renders through Nginx. In
+        # aggregate the failed renders stay far under 5 %; the render route's own class
+        # (Pulumi.production.yaml's watchRoutes) switches back.
+        set_release(self.service, "6.0.0", renderFailAfter=1)
+        up = self._up(activeSlot="blue")
+        problems = self.untouched("blue", blue_v1, self.slot_states(self.production))
+        self.record("7d deploy v6 (renders fail)", "ok", up, None, problems,
+                    self.production, self.nginx)  # fmt: skip
+        offset = self.nginx.slots_log.stat().st_size
+        renders = RenderClient(self.nginx.url(RENDER_PATH), "rehearsal-key-0123456789")
+        with under_load(self.nginx, self.workdir) as figures, renders:
+            up = self._up(activeSlot="green", watchSeconds="30")
+        answers = slot_answers(self.nginx.slots_log, offset)
+        problems = self.untouched("blue", blue_v1, self.slot_states(self.production))
+        if answers.of("blue")[1]:
+            problems.append(f"blue failed {answers.of('blue')[1]} requests")
+        if renders.failed_on("blue"):
+            problems.append(f"blue failed {renders.failed_on('blue')} renders")
+        saved = gates.read_record(gates.record_path(self.nginx.upstream_file)) or {}
+        if saved.get("result") != "switched-back":
+            problems.append(f"watch record says {saved.get('result')!r}, not switched-back")
+        if not str(saved.get("reason", "")).startswith(f"POST {RENDER_PATH}: "):
+            problems.append(f"switched back for {saved.get('reason')!r}, not the render class")
+        self.watch_record = saved
+        self.record("7e switch: renders fail under a flood", "switched back to blue", up,
+                    figures, problems, self.production, self.nginx,
+                    broken=("green", answers),
+                    other_clients_failed=renders.failed())  # fmt: skip
 
     def _staging(self) -> None:
         # 8. Staging: one container on its own port, routed after its probe passes.

@@ -216,6 +216,7 @@ class TwoHostRehearsal:
             "nginxTestCommand": nginx.test_command,
             "nginxReloadCommand": nginx.reload_command,
             "nginxStartCommand": nginx.start_command,
+            "nginxPidFile": str(nginx.pid_file),
             "verifyUrl": nginx.verify_url("/health"),
             "probeAttempts": "4",
             "probeIntervalSeconds": "1",

@@ -102,6 +102,7 @@ def stand_ins(host: Host) -> StandIns:
             "--nginx-test": nginx.test_command,
             "--nginx-reload": nginx.reload_command,
             "--nginx-start": nginx.start_command,
+            "--nginx-pid-file": str(nginx.pid_file),
         },
         environment={"API_KEY=...": f"API_KEY={TEST_KEY}"},
         files={"checks.json": production_checks_json()},
@@ -340,6 +341,7 @@ class Host:
         argv[0] = sys.executable
         argv += ["--nginx-test", instance.test_command, "--nginx-reload", instance.reload_command]
         argv += ["--nginx-start", instance.start_command, "--attempts", "20", "--interval", "0.5"]
+        argv += ["--nginx-pid-file", str(instance.pid_file)]
         done = run(argv, self.project, {**os.environ, "PYTHONPATH": str(REPO)})
         assert done.returncode == 0, done.stdout + done.stderr
 

@@ -144,6 +144,8 @@ def test_blue_green_cycle_on_real_docker_and_nginx_under_load(
         "7a deploy v5 (breaks later)",
         "7b switch: watch switches back",
         "7c keep blue (activeSlot blue)",
+        "7d deploy v6 (renders fail)",
+        "7e switch: renders fail under a flood",
         "8 staging deploy",
     ]
     assert [problem for result in results for problem in result.problems] == []
@@ -151,6 +153,6 @@ def test_blue_green_cycle_on_real_docker_and_nginx_under_load(
     # Every failed request was answered by the release the watch switched back; none by the
     # slot serving before, and none lost by a switch.
     assert all(result.failed + result.slow_failed == result.broken_failed for result in under_load)
-    watched = results[-3]
-    assert watched.broken_failed > 0
-    assert watched.broken_answered.startswith("green ")
+    for watched in (results[-5], results[-2]):  # 7b, and 7e (issue 21: one route failing)
+        assert watched.broken_failed > 0
+        assert watched.broken_answered.startswith("green ")

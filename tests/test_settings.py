@@ -522,6 +522,10 @@ INTEGER_RANGES = [
     ("watchErrorPercent", 1, 100),
     ("watchMinRequests", 1, 1000000),
     ("watchFailedProbes", 1, 100),
+    ("watchRequestTimeoutSeconds", 1, 3600),
+    ("reloadTimeoutSeconds", 1, 3600),
+    ("watchBaselineSeconds", 0, 86400),
+    ("watchRegressionFactor", 0, 100),
 ]
 
 

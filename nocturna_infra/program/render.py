@@ -7,14 +7,16 @@ data, so tests compare whole outputs exactly.
 from __future__ import annotations
 
 import ipaddress
+import json
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from nocturna_infra.provider_form import go_duration
-from nocturna_infra.settings import Environment, Settings
+from nocturna_infra.settings import SCHEMA_BY_NAME, Environment, Settings
 from nocturna_infra.slot import Slot
 from nocturna_infra.traffic.options import DEFAULT_NGINX_START
+from nocturna_infra.traffic.routes import DEFAULT_EXCLUDED, routes_json
 from nocturna_infra.traffic.smoke import checks_json
 
 SERVICE_LABEL: Final = "chart-service"
@@ -248,6 +250,12 @@ def switch_argv(
     # command (a changed command runs the switch again).
     if router.nginx_start_command != DEFAULT_NGINX_START:
         argv += ["--nginx-start", router.nginx_start_command]
+    # Only when they differ from the switch's defaults, so existing router commands (and
+    # the break-glass commands in docs) stay as they were.
+    if router.nginx_pid_file != SCHEMA_BY_NAME["nginxPidFile"].default:
+        argv += ["--nginx-pid-file", router.nginx_pid_file]
+    if router.reload_timeout_seconds != SCHEMA_BY_NAME["reloadTimeoutSeconds"].default:
+        argv += ["--reload-timeout", str(router.reload_timeout_seconds)]
     return argv
 
 
@@ -283,6 +291,27 @@ def gate_argv(settings: Settings) -> list[str]:
             "--watch-failed-probes",
             str(gates.watch_failed_probes),
         ]
+        # Only what differs from the switch's defaults, so a stack that sets none of the
+        # issue-21 keys keeps its router command (and Pulumi does not re-run it).
+        if gates.watch_routes:
+            argv += ["--watch-routes", routes_json(gates.watch_routes)]
+        if gates.watch_exclude_paths != DEFAULT_EXCLUDED:
+            argv += ["--watch-exclude-paths", json.dumps(list(gates.watch_exclude_paths))]
+        if gates.watch_started_log:
+            argv += ["--watch-started-log", gates.watch_started_log]
+        if (
+            gates.watch_request_timeout_seconds
+            != SCHEMA_BY_NAME["watchRequestTimeoutSeconds"].default
+        ):
+            argv += ["--watch-request-timeout", str(gates.watch_request_timeout_seconds)]
+        for key, flag, value in (
+            ("watchBaselineSeconds", "--watch-baseline-seconds", gates.watch_baseline_seconds),
+            ("watchRegressionFactor", "--watch-regression-factor", gates.watch_regression_factor),
+        ):
+            if value != SCHEMA_BY_NAME[key].default:
+                argv += [flag, str(value)]
+        if gates.watch_probe_path:
+            argv += ["--watch-probe-path", gates.watch_probe_path]
     return argv
 
 

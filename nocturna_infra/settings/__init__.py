@@ -33,14 +33,9 @@ from nocturna_infra.settings.container import (
     parse_puppeteer_executable_path,
     parse_slot_ports,
 )
+from nocturna_infra.settings.gates import GateSettings, parse_gates, smoke_templates
 from nocturna_infra.settings.reader import ConfigError, Reader, read_stack_file
-from nocturna_infra.settings.router import (
-    GateSettings,
-    RouterSettings,
-    parse_gates,
-    parse_router,
-    smoke_templates,
-)
+from nocturna_infra.settings.router import RouterSettings, parse_router
 from nocturna_infra.settings.schema import (
     CONFIG_SCHEMA,
     PROJECT,

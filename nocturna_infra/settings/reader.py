@@ -101,6 +101,16 @@ class Reader:
             result[str(item_name)] = str(item)
         return result
 
+    def json_value(self, name: str, expected: str) -> object:
+        """A JSON-typed key (array, object): the parsed value, or its declared default."""
+        text = self._raw.get(name)
+        if text is None:
+            return SCHEMA_BY_NAME[name].default
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            self.fail(name, f"must be {expected}", text)
+
     def boolean(self, name: str) -> bool:
         text = self.string(name)
         if text not in ("true", "false", "True", "False"):

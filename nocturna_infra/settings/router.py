@@ -1,22 +1,13 @@
-"""The switch's settings: Nginx files and commands, probes, and the release gates."""
+"""The switch's settings: Nginx files and commands, and the probes of the target."""
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
-from nocturna_infra.settings.reader import ConfigError, Reader
-from nocturna_infra.traffic.smoke import (
-    TEMPLATE_RE,
-    SmokeCheck,
-    SmokeDefinitionError,
-    parse_checks,
-)
+from nocturna_infra.settings.reader import Reader
 
 UPSTREAM_NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9_.-]+$")
 URL_PATH_PATTERN: Final = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$")
@@ -31,44 +22,14 @@ class RouterSettings:
     nginx_reload_command: str
     nginx_start_command: str
     """Empty: the switch never starts Nginx."""
+    nginx_pid_file: str
+    reload_timeout_seconds: int
     verify_url: str
     smoke_path: str
     probe_attempts: int
     probe_interval_seconds: int
     probe_timeout_seconds: int
     python: str
-
-
-@dataclass(frozen=True)
-class GateSettings:
-    """Release gates: smoke checks before the switch, the watch after it."""
-
-    smoke_checks: tuple[SmokeCheck, ...]
-    watch_seconds: int
-    watch_error_percent: int
-    watch_min_requests: int
-    watch_failed_probes: int
-    watch_log: str
-
-
-def smoke_templates(read: Reader, checks: tuple[SmokeCheck, ...], env: Mapping[str, str]) -> None:
-    """A header template may name only what the router hands the switch in its own secret
-    environment: API_KEY and the stack's `env` variables (the live slot's values). Anything
-    else would come from the environment `pulumi up` runs in, with its passphrase and cloud
-    credentials, and go to the slot."""
-    allowed = {"API_KEY", *env}
-    for index, check in enumerate(checks):
-        for name, value in check.headers:
-            unknown = sorted(set(TEMPLATE_RE.findall(value)) - allowed)
-            if unknown:
-                read.fail(
-                    f"smokeChecks[{index}].headers.{name}",
-                    f"names ${{{unknown[0]}}}, but a template may name only ${{API_KEY}} and "
-                    "the variables of env (the router hands the switch only those)",
-                    value,
-                    f"Declare it with `pulumi config set --secret --path env.{unknown[0]} ...` "
-                    "if the service should have it too.",
-                )
 
 
 def parse_router(read: Reader) -> RouterSettings:
@@ -128,6 +89,12 @@ def parse_router(read: Reader) -> RouterSettings:
             "must be an absolute directory path without '..' (letters, digits, '.', '_', '-')",
             selection_dir,
         )
+    pid_file = read.string("nginxPidFile")
+    if pid_file and (
+        not re.fullmatch(r"/[A-Za-z0-9._/-]*[A-Za-z0-9._-]", pid_file)
+        or ".." in pid_file.split("/")
+    ):
+        read.fail("nginxPidFile", "must be empty or an absolute file path without '..'", pid_file)
     python = read.string("routerPython")
     if not re.fullmatch(r"[A-Za-z0-9._/+-]+", python):
         read.fail("routerPython", "must be a path to a Python interpreter", python)
@@ -140,36 +107,12 @@ def parse_router(read: Reader) -> RouterSettings:
         nginx_test_command=commands["nginxTestCommand"],
         nginx_reload_command=commands["nginxReloadCommand"],
         nginx_start_command=start_command,
+        nginx_pid_file=pid_file,
+        reload_timeout_seconds=read.integer("reloadTimeoutSeconds", 1, 3600),
         verify_url=verify_url,
         smoke_path=smoke_path,
         probe_attempts=read.integer("probeAttempts", 1, 1000),
         probe_interval_seconds=read.integer("probeIntervalSeconds", 1, 600),
         probe_timeout_seconds=read.integer("probeTimeoutSeconds", 1, 600),
         python=python,
-    )
-
-
-def parse_gates(read: Reader, project_dir: Path | None) -> GateSettings:
-    text = read.string("smokeChecks")
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        read.fail("smokeChecks", "must be a list of checks (objects)", text)
-    try:
-        checks = parse_checks(value, read.key("smokeChecks"), project_dir)
-    except SmokeDefinitionError as error:
-        msg = f"{error}."
-        raise ConfigError(msg) from None
-    watch_log = read.string("watchLog")
-    if not re.fullmatch(r"/[A-Za-z0-9._/-]*[A-Za-z0-9._-]", watch_log) or ".." in watch_log.split(
-        "/"
-    ):
-        read.fail("watchLog", "must be an absolute file path without '..'", watch_log)
-    return GateSettings(
-        smoke_checks=checks,
-        watch_seconds=read.integer("watchSeconds", 0, 3600),
-        watch_error_percent=read.integer("watchErrorPercent", 1, 100),
-        watch_min_requests=read.integer("watchMinRequests", 1, 1_000_000),
-        watch_failed_probes=read.integer("watchFailedProbes", 1, 100),
-        watch_log=watch_log,
     )

@@ -236,6 +236,22 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "host: the upstream file the site includes is written and tested first). Empty: never.",
     ),
     ConfigKey(
+        "nginxPidFile",
+        "string",
+        "/run/nginx.pid",
+        "Pid file of the Nginx master that nginxReloadCommand reloads: after a reload the "
+        "switch flips the selection only once every old worker has exited or is shutting "
+        "down. Empty: flip at once (old workers may send a few requests to the slot's "
+        "previous servers).",
+    ),
+    ConfigKey(
+        "reloadTimeoutSeconds",
+        "integer",
+        30,
+        "How long the switch waits for the old workers after a reload before it fails and "
+        "restores.",
+    ),
+    ConfigKey(
         "verifyUrl",
         "string",
         "http://127.0.0.1:8099/health",
@@ -292,6 +308,64 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "/var/log/nginx/nocturna-slots.log",
         "JSON access log of the public site that the watch reads (the shipped site writes it; "
         "see nginx/nocturna-chart.conf).",
+    ),
+    ConfigKey(
+        "watchStartedLog",
+        "string",
+        "/var/log/nginx/nocturna-slots-started.log",
+        "JSON log of each public request as it starts (the shipped site's mirror "
+        "subrequest): the watch sees requests in flight, fails a class on one hung past "
+        "watchRequestTimeoutSeconds, and waits for them after the window. Empty: completions "
+        "only (hung requests are seen only when Nginx gives up on them).",
+    ),
+    ConfigKey(
+        "watchRequestTimeoutSeconds",
+        "integer",
+        60,
+        "A request of the new slot in flight this long, or answered this slowly, fails its "
+        "route class; also the most the watch waits after the window for requests in flight. "
+        "Match proxy_read_timeout of the site.",
+    ),
+    ConfigKey(
+        "watchBaselineSeconds",
+        "integer",
+        300,
+        "How much of the previous slot's traffic before the switch (from watchLog) the watch "
+        "compares, per route class, with the new slot's: 5xx share, p50, p95. 0: no "
+        "comparison.",
+    ),
+    ConfigKey(
+        "watchRegressionFactor",
+        "integer",
+        3,
+        "A route class whose 5xx share (at least 1% counted for the old slot) or p95 "
+        "(at least 0.1 s) is this many times the previous slot's fails the watch, once both "
+        "saw its minRequests. 0: show the comparison, never fail on it.",
+    ),
+    ConfigKey(
+        "watchRoutes",
+        "array",
+        [],
+        "Route classes the watch judges on their own, each against its own minRequests and "
+        "errorPercent (default: watchMinRequests, watchErrorPercent): objects with method "
+        "(GET, POST, ... or *) and pathPrefix, e.g. the render route. Other requests are "
+        "classed by method alone (GET *); 4xx never count. See docs/switch.md.",
+        items="object",
+    ),
+    ConfigKey(
+        "watchExcludePaths",
+        "array",
+        ["/health"],
+        "Path prefixes whose requests the watch ignores (health polls say nothing about "
+        "what clients get).",
+        items="string",
+    ),
+    ConfigKey(
+        "watchProbePath",
+        "string",
+        "",
+        "Light GET path the watch probes through Nginx's verification server every few "
+        "seconds; never a heavy request (it runs in a loop). Empty: the verifyUrl path.",
     ),
     ConfigKey("probeAttempts", "integer", 30, "Health probes of the target before giving up."),
     ConfigKey("probeIntervalSeconds", "integer", 2, "Seconds between health probes."),

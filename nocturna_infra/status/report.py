@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from nocturna_infra.settings import Environment
 from nocturna_infra.slot import Slot
+from nocturna_infra.traffic import baseline
 from nocturna_infra.traffic.upstream import UpstreamState
 
 MISSING: Final = "missing"
@@ -334,6 +335,7 @@ def render_status(report: StatusReport) -> str:
         _routing_line(report),
         config,
         *([watch_line(report.watch)] if report.watch else []),
+        *(comparison_lines(report.watch) if report.watch else []),
         "",
         *table((("HOST",) if multi else ()) + TABLE_HEADER, rows),
         "",
@@ -365,6 +367,18 @@ def watch_line(record: Mapping[str, Any]) -> str:
         if isinstance(seconds, int | float):
             line += f" {seconds:.1f}s after the first failure"
     return line
+
+
+def comparison_lines(record: Mapping[str, Any]) -> list[str]:
+    """The last watch's per-class table (previous slot before the switch, new slot in the
+    window), indented under its line; none if the record has no comparison."""
+    rows = baseline.rows_from_json(record.get("comparison"))
+    if not rows:
+        return []
+    table_text = baseline.comparison_table(
+        rows, str(record.get("previous", "before")), str(record.get("slot", "after"))
+    )
+    return ["  " + line for line in table_text.splitlines()]
 
 
 def _outcome_word(outcome: Outcome) -> str:

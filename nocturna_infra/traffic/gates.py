@@ -15,15 +15,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
-from nocturna_infra.traffic.probe import Check, last_upstream, upstream_addresses, verify_routed
+from nocturna_infra.traffic import baseline
+from nocturna_infra.traffic.probe import Check, verify_routed
+from nocturna_infra.traffic.routes import ClassStats
 from nocturna_infra.traffic.smoke import SmokeCheck, run_checks
-from nocturna_infra.traffic.watch import LogTail, Outcome, Thresholds, Watch, run_window
+from nocturna_infra.traffic.watch import Outcome, Thresholds, Watch, WatchLogs, run_window
 
 RECORD_SUFFIX: Final = ".watch.json"
 
@@ -36,6 +38,14 @@ class WatchOptions:
     log: Path
     thresholds: Thresholds
     probe_interval: float = 2.0
+    probe_path: str = ""
+    """Light check probed through Nginx during the window; empty: the verification URL."""
+    started_log: Path | None = None
+    """The site's request-start log (requests in flight); None: completions only."""
+    baseline_seconds: float = 300.0
+    """How much of the previous slot's traffic before the switch is compared; 0: none."""
+    regression_factor: float = 3.0
+    """A class this many times worse than on the previous slot fails; 0: no comparison."""
 
 
 def smoke_failure(
@@ -55,33 +65,59 @@ def smoke_failure(
 
 
 def nginx_probe(
-    checks: Sequence[SmokeCheck],
-    verify: Check,
-    servers: Sequence[str],
-    environ: Mapping[str, str],
-    timeout: float,
-) -> Callable[[], tuple[bool, str]]:
-    """One probe through Nginx's verification server: the smoke checks if there are any (a
-    render proves more than /health), else the verification URL; it must be answered by
-    one of `servers`."""
-    parts = urlsplit(verify.url)
-    base = f"{parts.scheme}://{parts.netloc}"
-    expected = upstream_addresses(servers)
+    verify: Check, servers: Sequence[str], timeout: float, path: str = ""
+) -> Callable[[], tuple[bool | None, str]]:
+    """One cheap probe through Nginx's verification server: the verification URL, or `path`
+    on it (a light check the service owner names). Never the smoke checks: a heavy request
+    in a loop can wedge the slot it watches. It must be answered by one of `servers`; a
+    rate-limited answer is inconclusive (None), not a failure."""
+    check = verify
+    if path:
+        parts = urlsplit(verify.url)
+        check = replace(verify, url=urlunsplit((parts.scheme, parts.netloc, path, "", "")))
 
-    def probe() -> tuple[bool, str]:
-        if not checks:
-            result = verify_routed(verify, timeout, servers)
-            return result.ok, f"{verify.url} {result.detail}"
-        results = run_checks(checks, base, environ, verify.host_header)
-        last = results[-1]
-        if not last.ok:
-            return False, last.describe()
-        answered = last_upstream(last.upstream) if last.upstream else "an unknown upstream"
-        if answered not in expected:
-            return False, f"{last.label} was answered by {answered}, not by {', '.join(servers)}"
-        return True, last.describe()
+    def probe() -> tuple[bool | None, str]:
+        result = verify_routed(check, timeout, servers)
+        if result.throttled:
+            return None, f"{check.url} {result.detail}"
+        return result.ok, f"{check.url} {result.detail}"
 
     return probe
+
+
+def previous_traffic(options: WatchOptions, group: str, started: float) -> dict[str, ClassStats]:
+    """The previous slot's requests per class in the minutes before the switch."""
+    if options.baseline_seconds <= 0:
+        return {}
+    since = started - options.baseline_seconds
+    return baseline.read_baseline(options.log, group, since, started, options.thresholds.rules)
+
+
+def judge_against_previous(
+    outcome: Outcome,
+    before: Mapping[str, ClassStats],
+    options: WatchOptions,
+    slots: tuple[str, str],
+    step: Callable[[str], None],
+) -> tuple[Outcome, list[baseline.Row]]:
+    """Show the per-class comparison; a passed window fails on a clear regression."""
+    rows = baseline.compare(before, outcome.watch.classes)
+    if rows:
+        step(
+            f"watch: by route class, {slots[0]} in the {options.baseline_seconds:g}s before the "
+            f"switch against {slots[1]} in the window:\n" + baseline.comparison_table(rows, *slots)
+        )
+    if outcome.result != "passed" or not before:
+        return outcome, rows
+    limits = options.thresholds
+
+    def minimum(key: str) -> int:
+        return limits.rules.limits(key, limits.min_requests, limits.error_percent)[0]
+
+    reason = baseline.regression(rows, options.regression_factor, minimum)
+    if reason is None:
+        return outcome, rows
+    return Outcome("failed", reason, outcome.watch), rows
 
 
 def record_path(upstream_file: Path) -> Path:
@@ -129,6 +165,11 @@ def new_record(slot: str, previous: str, options: WatchOptions, started: float) 
             "errorPercent": options.thresholds.error_percent,
             "minRequests": options.thresholds.min_requests,
             "failedProbes": options.thresholds.failed_probes,
+            "requestTimeoutSeconds": options.thresholds.request_timeout,
+            "baselineSeconds": options.baseline_seconds,
+            "regressionFactor": options.regression_factor,
+            "routeClasses": [route.name for route in options.thresholds.rules.classes],
+            "excludedPaths": list(options.thresholds.rules.excluded),
         },
     }
 
@@ -136,8 +177,8 @@ def new_record(slot: str, previous: str, options: WatchOptions, started: float) 
 def run_watch(
     watch: Watch,
     options: WatchOptions,
-    tail: LogTail,
-    probe: Callable[[], tuple[bool, str]],
+    tail: WatchLogs,
+    probe: Callable[[], tuple[bool | None, str]],
     still_selected: Callable[[], bool],
     step: Callable[[str], None],
 ) -> Outcome:
@@ -145,18 +186,20 @@ def run_watch(
     step(
         f"watch {watch.group} through Nginx for {options.seconds:g}s (switch back at "
         f">= {options.thresholds.error_percent}% 5xx of >= {options.thresholds.min_requests} "
-        f"requests, or {options.thresholds.failed_probes} failed probes in a row)"
+        f"requests in any route class, or {options.thresholds.failed_probes} failed probes "
+        "in a row)"
     )
     try:
         outcome = run_window(
             watch,
             options.seconds,
-            tail,
+            tail.done,
             options.thresholds,
             probe,
             still_selected,
             step,
             probe_interval=options.probe_interval,
+            starts=tail.started,
         )
     finally:
         tail.close()

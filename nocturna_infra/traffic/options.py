@@ -19,6 +19,13 @@ from nocturna_infra.cli import RaisingArgumentParser, UsageError
 from nocturna_infra.traffic.exits import EXIT_CODES_HELP
 from nocturna_infra.traffic.gates import WatchOptions
 from nocturna_infra.traffic.probe import Check
+from nocturna_infra.traffic.routes import (
+    PREFIX_PATTERN,
+    RouteDefinitionError,
+    RouteRules,
+    parse_excluded,
+    parse_route_classes,
+)
 from nocturna_infra.traffic.smoke import (
     SmokeCheck,
     SmokeDefinitionError,
@@ -68,6 +75,10 @@ class SwitchOptions:
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Values for the checks' ${VAR} templates (only the variables they name)."""
     watch: WatchOptions | None = None
+    nginx_pid_file: Path | None = None
+    """The master's pid file: after a reload, the flip waits for the old workers (reload.py);
+    None: flip at once."""
+    reload_timeout: float = 30.0
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -292,6 +303,53 @@ def build_parser() -> argparse.ArgumentParser:
         default="2",
         help="seconds between probes through Nginx during the watch (default: %(default)s)",
     )
+    add(
+        "--watch-routes",
+        metavar="JSON",
+        default="[]",
+        help="route classes judged on their own (the watchRoutes stack key's format: "
+        '[{"method": "POST", "pathPrefix": "/render", "minRequests": 5, "errorPercent": 5}]); '
+        "other requests are classed by method alone (default: %(default)s)",
+    )
+    add(
+        "--watch-exclude-paths",
+        metavar="JSON",
+        default='["/health"]',
+        help="path prefixes the watch ignores (default: %(default)s)",
+    )
+    add(
+        "--watch-started-log",
+        metavar="PATH",
+        default="",
+        help="the site's request-start log (log_format nocturna_production_started): requests "
+        "in flight are judged too, and waited for after the window (default: none)",
+    )
+    add(
+        "--watch-request-timeout",
+        default="60",
+        help="a request in flight this long, or a slot answering this slowly, fails its class; "
+        "the bound of the wait after the window (the site's proxy_read_timeout; "
+        "default: %(default)s)",
+    )
+    add(
+        "--watch-baseline-seconds",
+        default="300",
+        help="how much of the previous slot's traffic before the switch (same log) is compared "
+        "per route class with the window (default: %(default)s; 0: no comparison)",
+    )
+    add(
+        "--watch-regression-factor",
+        default="3",
+        help="a class whose 5xx share or p95 is this many times the previous slot's fails the "
+        "watch (default: %(default)s; 0: report only)",
+    )
+    add(
+        "--watch-probe-path",
+        default="",
+        metavar="PATH",
+        help="light check probed through the verification server during the watch, instead "
+        "of the --verify-url path (never a heavy request: it runs in a loop)",
+    )
     add("--host-header", help="Host header for probes and verification")
     add("--verify-url", metavar="URL", help="URL on Nginx's loopback verification server")
     # Old workers may still answer for a moment after a reload, hence several attempts.
@@ -303,6 +361,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_NGINX_START,
         help="starts Nginx when the reload fails because none runs (a fresh host: the upstream "
         "file it includes is written and tested first); empty: never (default: %(default)s)",
+    )
+    add(
+        "--nginx-pid-file",
+        default="/run/nginx.pid",
+        metavar="PATH",
+        help="Nginx master's pid file: after a reload the selection is flipped only once every "
+        "old worker has exited or is shutting down (default: %(default)s; empty: flip at once)",
+    )
+    add(
+        "--reload-timeout",
+        default="30",
+        help="seconds to wait for that before the switch fails and restores (default: %(default)s)",
     )
     add("--attempts", default="30", help="probe attempts (default: %(default)s)")
     add("--interval", default="2", help="max seconds between probe attempts (default: 2)")
@@ -405,6 +475,8 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str] = os.environ) 
         smoke_checks=smoke_checks,
         environ=wanted,
         watch=watch,
+        nginx_pid_file=_pid_file(ns.nginx_pid_file),
+        reload_timeout=parse_seconds(ns.reload_timeout, "--reload-timeout", positive=True),
     )
 
 
@@ -439,6 +511,10 @@ def _watch_options(ns: argparse.Namespace, verify: Check | None) -> WatchOptions
         error_percent=parse_int(ns.watch_error_percent, "--watch-error-percent", 1, 100),
         min_requests=parse_int(ns.watch_min_requests, "--watch-min-requests", 1),
         failed_probes=parse_int(ns.watch_failed_probes, "--watch-failed-probes", 1),
+        rules=_route_rules(ns),
+        request_timeout=parse_seconds(
+            ns.watch_request_timeout, "--watch-request-timeout", positive=True
+        ),
     )
     interval = parse_seconds(ns.watch_probe_interval, "--watch-probe-interval", positive=True)
     if seconds == 0:
@@ -448,4 +524,51 @@ def _watch_options(ns: argparse.Namespace, verify: Check | None) -> WatchOptions
     if verify is None:
         msg = "--watch-seconds: needs --verify-url (the watch probes through it)"
         raise UsageError(msg)
-    return WatchOptions(seconds, Path(ns.watch_log), thresholds, interval)
+    probe_path = ns.watch_probe_path
+    if probe_path and not PREFIX_PATTERN.fullmatch(probe_path):
+        _usage("--watch-probe-path", "a URL path starting with /", probe_path)
+    started_log = None
+    if ns.watch_started_log:
+        if not Path(ns.watch_started_log).is_absolute():
+            _usage("--watch-started-log", "an absolute file path, or empty", ns.watch_started_log)
+        started_log = Path(ns.watch_started_log)
+    return WatchOptions(seconds, Path(ns.watch_log), thresholds, interval, probe_path, started_log)
+
+
+def _factor(value: str) -> float:
+    expected = "a factor of at least 1, or 0 to compare without failing"
+    try:
+        number = float(value)
+    except ValueError:
+        _usage("--watch-regression-factor", expected, value)
+    if not (number == 0 or 1 <= number < float("inf")):
+        _usage("--watch-regression-factor", expected, value)
+    return number
+
+
+def _pid_file(value: str) -> Path | None:
+    if not value:
+        return None
+    if not Path(value).is_absolute():
+        _usage("--nginx-pid-file", "an absolute file path, or empty", value)
+    return Path(value)
+
+
+def _route_rules(ns: argparse.Namespace) -> RouteRules:
+    try:
+        classes = parse_route_classes(
+            _json_flag(ns.watch_routes, "--watch-routes"), "--watch-routes"
+        )
+        excluded = parse_excluded(
+            _json_flag(ns.watch_exclude_paths, "--watch-exclude-paths"), "--watch-exclude-paths"
+        )
+    except RouteDefinitionError as error:
+        raise UsageError(str(error)) from None
+    return RouteRules(classes, excluded)
+
+
+def _json_flag(value: str, flag: str) -> object:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        _usage(flag, "JSON", value)

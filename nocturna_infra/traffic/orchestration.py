@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from nocturna_infra.traffic import gates, safe_files
+from nocturna_infra.traffic import baseline, gates, safe_files
 from nocturna_infra.traffic.exits import ExitCode, Interrupted, SwitchError
 from nocturna_infra.traffic.masking import mask
 from nocturna_infra.traffic.options import SwitchOptions
@@ -34,7 +34,7 @@ from nocturna_infra.traffic.transaction import (
     make_plan,
 )
 from nocturna_infra.traffic.upstream import group_name
-from nocturna_infra.traffic.watch import LogTail, Outcome, Watch
+from nocturna_infra.traffic.watch import LogTail, Outcome, Watch, WatchLogs
 
 # --- the flow -------------------------------------------------------------------------------
 
@@ -117,20 +117,29 @@ def smoke_gate(opts: SwitchOptions, progress: Progress) -> None:
         raise SwitchError(ExitCode.UNHEALTHY, f"{opts.slot} failed {failure}; nothing changed")
 
 
-def open_watch_log(opts: SwitchOptions, progress: Progress) -> LogTail | None:
-    """With a watch: follow the access log from where it ends now (every request of the new
-    slot comes after this point); unreadable is refused before anything changes."""
+def open_watch_log(opts: SwitchOptions, progress: Progress) -> WatchLogs | None:
+    """With a watch: follow the access log (and the request-start log) from where they end
+    now (every request of the new slot comes after this point); unreadable is refused
+    before anything changes."""
     if opts.watch is None:
         return None
-    tail = LogTail(opts.watch.log)
-    try:
-        tail.start()
-    except OSError as error:
-        msg = f"--watch-log {opts.watch.log}: unreadable ({error.strerror}); nothing changed"
-        raise SwitchError(ExitCode.FILESYSTEM, msg) from None
-    if not opts.watch.log.exists():
-        progress.step(f"watch log {opts.watch.log}: not there yet (read once Nginx writes it)")
-    return tail
+    logs = [(opts.watch.log, "--watch-log")]
+    if opts.watch.started_log is not None:
+        logs.append((opts.watch.started_log, "--watch-started-log"))
+    tails: list[LogTail] = []
+    for path, flag in logs:
+        tail = LogTail(path)
+        try:
+            tail.start()
+        except OSError as error:
+            for opened in tails:
+                opened.close()
+            msg = f"{flag} {path}: unreadable ({error.strerror}); nothing changed"
+            raise SwitchError(ExitCode.FILESYSTEM, msg) from None
+        if not path.exists():
+            progress.step(f"watch log {path}: not there yet (read once Nginx writes it)")
+        tails.append(tail)
+    return WatchLogs(tails[0], tails[1] if len(tails) > 1 else None)
 
 
 # --- under the lock: the transaction ------------------------------------------------------
@@ -184,7 +193,7 @@ def after_switch(
     plan: Plan,
     changed: bool,
     summary: str,
-    tail: LogTail | None,
+    tail: WatchLogs | None,
     started: float,
     now: Callable[[], datetime],
     progress: Progress,
@@ -208,7 +217,7 @@ def watch_or_switch_back(
     opts: SwitchOptions,
     plan: Plan,
     previous: str,
-    tail: LogTail,
+    tail: WatchLogs,
     started: float,
     now: Callable[[], datetime],
     progress: Progress,
@@ -219,17 +228,25 @@ def watch_or_switch_back(
     assert opts.watch is not None and opts.verify is not None
     path = gates.record_path(opts.upstream_file)
     record = gates.new_record(opts.slot, previous, opts.watch, started)
-    watch = Watch(group_name(opts.upstream_name, opts.slot), started)
-    probe = gates.nginx_probe(
-        opts.smoke_checks, opts.verify, opts.servers, opts.environ, opts.timeout
+    limits = opts.watch.thresholds
+    watch = Watch(
+        group_name(opts.upstream_name, opts.slot), started, limits.rules, limits.request_timeout
     )
+    probe = gates.nginx_probe(opts.verify, opts.servers, opts.timeout, opts.watch.probe_path)
 
     def still_selected() -> bool:
         return _selected_now(opts, plan) == opts.slot
 
     try:
         _save_record(path, record, progress)  # inside: a signal after it closes the record
+        before = gates.previous_traffic(
+            opts.watch, group_name(opts.upstream_name, previous), started
+        )
         outcome = gates.run_watch(watch, opts.watch, tail, probe, still_selected, progress.step)
+        outcome, rows = gates.judge_against_previous(
+            outcome, before, opts.watch, (previous, opts.slot), progress.step
+        )
+        record["comparison"] = baseline.rows_json(rows)
         _judge(opts, plan, previous, path, record, watch, outcome, now, progress, guard)
     except Interrupted as interrupted:  # during the watch or before the switch back's writes
         name = signal.Signals(interrupted.signum).name

@@ -9,7 +9,7 @@ worker and keep reporting the old upstream after a reload.
 from __future__ import annotations
 
 import socket
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -41,6 +41,14 @@ class CheckResult:
     detail: str
     status: int | None = None
     upstream: str | None = None
+    throttled: bool = False
+    """Answered 429, or 503 with Retry-After: the service's rate limit or overload guard."""
+
+
+def is_throttled(status: int, headers: Mapping[str, str]) -> bool:
+    """429, or 503 with Retry-After: the service asks to come back later; says nothing about
+    whether it works."""
+    return status == 429 or (status == 503 and "retry-after" in headers)
 
 
 def _send(check: Check, timeout: float) -> Reply:
@@ -65,7 +73,11 @@ def run_check(check: Check, timeout: float) -> CheckResult:
     status = response.status
     upstream = response.headers.get(VERIFY_HEADER.lower())
     if status != check.status:
-        return CheckResult(False, f"returned {status}, expected {check.status}", status, upstream)
+        throttled = is_throttled(status, response.headers)
+        detail = f"returned {status}, expected {check.status}" + (
+            " (rate-limited)" if throttled else ""
+        )
+        return CheckResult(False, detail, status, upstream, throttled)
     if check.content_type is not None:
         got = response.headers.get("content-type", "")
         if not got.startswith(check.content_type):
@@ -101,9 +113,11 @@ def upstream_addresses(servers: Collection[str]) -> frozenset[str]:
 
 
 def verify_routed(check: Check, timeout: float, servers: Collection[str]) -> CheckResult:
-    """One request through Nginx that must be answered by one of `servers`."""
+    """One request through Nginx that must be answered by one of `servers`. A rate-limited
+    answer (429, 503 with Retry-After) from one of them proves the routing too: the address
+    is Nginx's, the status the service's."""
     result = run_check(check, timeout)
-    if not result.ok:
+    if not result.ok and not (result.throttled and result.upstream is not None):
         return result
     if result.upstream is None:
         detail = f"returned {result.status} without an {VERIFY_HEADER} header"
@@ -112,4 +126,7 @@ def verify_routed(check: Check, timeout: float, servers: Collection[str]) -> Che
     if answered not in upstream_addresses(servers):
         detail = f"was answered by {answered}, not by {', '.join(servers)}"
         return CheckResult(False, detail, result.status, answered)
+    if result.throttled:
+        detail = f"{result.status} (rate-limited) from {answered}: routed"
+        return CheckResult(True, detail, result.status, answered, throttled=True)
     return CheckResult(True, f"{result.status} from {answered}", result.status, answered)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from nocturna_infra.traffic import safe_files
+from nocturna_infra.traffic import reload, safe_files
 from nocturna_infra.traffic.exits import ExitCode, Interrupted, SwitchError
 from nocturna_infra.traffic.masking import mask
 from nocturna_infra.traffic.options import SwitchOptions
@@ -414,13 +414,35 @@ class Transaction:
             raise _StepFailedError(
                 ExitCode.CONFIG_REJECTED, f"nginx -t rejected the new file ({problem})"
             )
+        master = reload.master_pid(self.opts.nginx_pid_file) if self.opts.nginx_pid_file else None
+        before = set(reload.workers(master)) if master is not None else set()
         self.reload_started = True
         problem = run_nginx(self.opts.nginx_reload)
         self.progress.step(f"nginx reload: {problem or 'ok'}")
         if problem is not None and nginx_down(self.opts.verify):
             problem = self._start_nginx(problem)
+            if problem is None:
+                return  # a fresh start: no worker from before, nothing to wait for
         if problem is not None:
             raise _StepFailedError(ExitCode.RELOAD_FAILED, f"reload failed ({problem})")
+        self._wait_for_workers(master, before)
+
+    def _wait_for_workers(self, master: int | None, before: set[int]) -> None:
+        """Flip only once no worker from before the reload can start a request (reload.py)."""
+        if master is None:
+            where = self.opts.nginx_pid_file or "no --nginx-pid-file"
+            self.progress.step(
+                f"nginx workers: not seen ({where}); flipping without waiting for old workers"
+            )
+            return
+        waited = reload.wait_for_workers(master, before, self.opts.reload_timeout, settle=2.0)
+        self.progress.step(f"nginx reload: {waited.describe()}")
+        if not waited.ok:
+            raise _StepFailedError(
+                ExitCode.RELOAD_FAILED,
+                f"reload did not take effect in every worker within "
+                f"{self.opts.reload_timeout:g}s ({waited.describe()})",
+            )
 
     def _start_nginx(self, reload_problem: str) -> str | None:
         """A fresh host: Nginx could not run before the file it includes existed. Now that the

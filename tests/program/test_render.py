@@ -319,6 +319,7 @@ def test_gated_switch_command_adds_smoke_checks_and_the_watch(project: Path) -> 
         """"expectStatus":200,"timeoutSeconds":10.0}]'"""
         " --watch-seconds 45 --watch-log /var/log/nginx/nocturna-slots.log"
         " --watch-error-percent 5 --watch-min-requests 20 --watch-failed-probes 3"
+        " --watch-started-log /var/log/nginx/nocturna-slots-started.log"
     )
     assert render.switch_environment_names(settings) == {"API_KEY"}
 

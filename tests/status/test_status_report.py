@@ -397,3 +397,29 @@ def test_last_watch_line_says_what_the_watch_saw_and_did() -> None:
     )
     assert status_data(report)["lastWatch"] == SWITCHED_BACK
     assert "Last watch" not in render_status(HEALTHY)
+
+
+def test_status_shows_the_last_watchs_per_class_comparison_under_its_line() -> None:
+    from nocturna_infra.status.report import comparison_lines
+
+    record = {
+        "slot": "green",
+        "previous": "blue",
+        "comparison": [
+            {
+                "class": "POST /api/v2/chart/render",
+                "before": {"requests": 31, "failedPercent": 0.0, "p50Seconds": 4.01,
+                           "p95Seconds": 4.6},
+                "after": {"requests": 6, "failedPercent": 100.0, "p50Seconds": 0.002,
+                          "p95Seconds": 0.003},
+            }
+        ],
+    }  # fmt: skip
+
+    assert comparison_lines(record) == [
+        "  class                      blue n   5xx     p50     p95  green n     5xx     p50"
+        "     p95",
+        "  POST /api/v2/chart/render      31  0.0%  4.010s  4.600s        6  100.0%  0.002s"
+        "  0.003s",
+    ]
+    assert comparison_lines({"slot": "green"}) == []

@@ -48,6 +48,10 @@ BLUE_SELECTED = ["nocturna-img-production.blue"]
 GREEN_SELECTED = ["nocturna-img-production.green"]
 
 
+NO_WAIT = ("--nginx-pid-file", "")
+"""For a stand-in reload command that reloads nothing: no old workers to wait for."""
+
+
 def call_recorder(log: Path, status: int, then: str = "") -> str:
     """A command that records that it was called, then runs `then` (or exits `status`)."""
     rest = f"exec {then}" if then else f"exit {status}"

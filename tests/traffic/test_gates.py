@@ -98,6 +98,7 @@ def watch_flags(nginx: NginxInstance, seconds: str = "20", *extra: str) -> list[
     return [
         "--watch-seconds", seconds,
         "--watch-log", str(nginx.slots_log),
+        "--watch-started-log", str(nginx.started_log),
         "--watch-min-requests", "10",
         "--watch-probe-interval", "0.5",
         *extra,
@@ -224,22 +225,37 @@ def test_healthy_release_passes_the_watch(nginx, blue, green, capsys) -> None:
     assert saved["seen"]["failed"] == 0
 
 
-def test_quiet_window_is_judged_by_probes_through_nginx(
-    nginx, blue, green, capsys, monkeypatch
-) -> None:
-    monkeypatch.setenv("API_KEY", API_KEY)
-    green.fail_after = 1  # the smoke check passes; every later render fails
-    checks = json.dumps([RENDER])
-    argv = switch_argv(nginx, green, "--smoke-checks", checks, *watch_flags(nginx, "30"))
+def test_quiet_window_is_judged_by_probes_through_nginx(nginx, blue, green, capsys) -> None:
+    green.fail_after = 0  # /health stays 200; every other request fails
+    flags = watch_flags(nginx, "30", "--watch-probe-path", "/ping")
+    argv = switch_argv(nginx, green, *flags)
 
     code = main(argv, now=lambda: NOW)
 
     err = capsys.readouterr().err
     assert code == ExitCode.WATCH_SWITCHED_BACK, err
     assert "3 probes through Nginx failed in a row" in err
+    assert "/ping returned 500, expected 200" in err
     assert selection(nginx) == ["nocturna-img-production.blue"]
     saved = record(nginx)
     assert (saved["seen"]["requests"], saved["seen"]["failedProbes"]) == (0, 3)
+
+
+def test_heavy_smoke_check_runs_once_before_the_flip_never_during_the_watch(
+    nginx, blue, green, capsys, monkeypatch
+) -> None:
+    """Issue 21, finding 3: a render every 2 s as the watch probe overlapped with clients'
+    renders and wedged the slot it watched. The watch probes /health; the render ran once."""
+    monkeypatch.setenv("API_KEY", API_KEY)
+    checks = json.dumps([RENDER])
+    flags = watch_flags(nginx, "2", "--watch-probe-interval", "0.1")
+    argv = switch_argv(nginx, green, "--smoke-checks", checks, *flags)
+
+    code = main(argv, now=lambda: NOW)
+
+    assert code == ExitCode.OK, capsys.readouterr().err
+    assert green.served == 1  # the smoke render, before the flip
+    assert record(nginx)["seen"]["probes"] >= 3
 
 
 def test_watch_holds_no_lock_and_leaves_a_break_glass_switch_alone(nginx, blue, green) -> None:
@@ -350,15 +366,20 @@ def test_key_crossing_the_cut_of_the_quoted_body_leaves_no_part_readable(
     assert API_KEY[:9] not in out.out + out.err
 
 
-def test_watch_record_of_a_release_echoing_the_key_is_masked_and_owner_only(
+def test_watch_record_is_owner_only_and_the_watch_never_sends_the_key_again(
     nginx, green, capsys, monkeypatch
 ) -> None:
+    """Before issue 21 the watch re-ran the smoke checks (with the key) as its probe and the
+    record quoted their answers, masked. Now the probe is a plain GET without the key: the
+    release cannot echo it into the record at all."""
     monkeypatch.setenv("API_KEY", API_KEY)
     green.render_json = True
     green.echo_authorization = "json"
-    green.echo_after = 1  # the smoke check before the switch passes; the watch's probes see echoes
+    green.echo_after = 1  # would echo the key from the second render on
+    green.fail_after = 1  # ... and fail every request after the smoke check
     checks = json.dumps([FORMAT_PNG])
-    argv = switch_argv(nginx, green, "--smoke-checks", checks, *watch_flags(nginx, "30"))
+    flags = watch_flags(nginx, "30", "--watch-probe-path", "/ping")
+    argv = switch_argv(nginx, green, "--smoke-checks", checks, *flags)
 
     code = main(argv, now=lambda: NOW)
 
@@ -366,8 +387,7 @@ def test_watch_record_of_a_release_echoing_the_key_is_masked_and_owner_only(
     path = gates.record_path(nginx.upstream_file)
     saved = path.read_text()
     assert code == ExitCode.WATCH_SWITCHED_BACK, out.err
-    assert 'data.format=\\"Bearer ***\\", expected \\"png\\"' in saved
-    assert 'data.format="Bearer ***", expected "png"' in out.err
+    assert green.last_authorization == f"Bearer {API_KEY}"  # the smoke check's, once
     assert API_KEY[:9] not in saved + out.out + out.err
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 

@@ -71,3 +71,40 @@ def test_wrong_content_type_fails_smoke(green: Backend) -> None:
 def test_verify_without_upstream_header_fails(green: Backend) -> None:
     result = verify_routed(Check(green.url("/health")), 2, [green.server])
     assert result == CheckResult(False, "returned 200 without an X-Nocturna-Upstream header", 200)
+
+
+def test_429_is_a_rate_limit_not_a_verdict(green: Backend) -> None:
+    green.throttle_after = 0
+    result = run_check(Check(green.url("/health")), timeout=2)
+    assert result == CheckResult(
+        False, "returned 429, expected 200 (rate-limited)", 429, throttled=True
+    )
+
+
+def test_503_is_a_rate_limit_only_with_retry_after(green: Backend) -> None:
+    green.health_status = 503
+    assert run_check(Check(green.url("/health")), timeout=2).throttled is False
+
+
+@pytest.mark.nginx
+def test_rate_limited_answer_through_nginx_from_the_target_proves_routing(nginx, green) -> None:
+    green.throttle_after = 0
+    (nginx.selection_dir / "nocturna-img-production.green").write_text("green\n")
+
+    result = verify_routed(Check(nginx.verify_url("/health")), 2, [green.server])
+
+    assert result == CheckResult(
+        True, f"429 (rate-limited) from {green.server}: routed", 429, green.server, True
+    )
+
+
+@pytest.mark.nginx
+def test_rate_limited_answer_from_another_server_proves_nothing(nginx, blue, green) -> None:
+    blue.throttle_after = 0  # Nginx still routes to blue
+
+    result = verify_routed(Check(nginx.verify_url("/health")), 2, [green.server])
+
+    assert (result.ok, result.detail) == (
+        False,
+        f"was answered by {blue.server}, not by {green.server}",
+    )

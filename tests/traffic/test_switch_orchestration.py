@@ -25,6 +25,7 @@ from tests.nginx_instance import switch_argv
 from tests.traffic.switch_helpers import (
     BLUE_SELECTED,
     GREEN_SELECTED,
+    NO_WAIT,
     NOW,
     call_recorder,
     calls,
@@ -44,7 +45,10 @@ def test_switch_flips_the_selection_without_rewriting_or_reloading(
     before = nginx.upstream_file.read_bytes()
     log = tmp_path / "reloads.log"
 
-    code = main(switch_argv(nginx, green, "--nginx-reload", call_recorder(log, 1)), now=lambda: NOW)
+    code = main(
+        switch_argv(nginx, green, "--nginx-reload", call_recorder(log, 1), *NO_WAIT),
+        now=lambda: NOW,
+    )
 
     out = capsys.readouterr()
     assert (code, out.err) == (ExitCode.OK, "")
@@ -93,7 +97,7 @@ def test_repeat_switch_to_live_slot_rewrites_nothing_and_does_not_reload(
     capsys.readouterr()
 
     code = main(
-        switch_argv(nginx, green, "--nginx-reload", call_recorder(log, 0)),
+        switch_argv(nginx, green, "--nginx-reload", call_recorder(log, 0), *NO_WAIT),
         now=lambda: datetime(2027, 1, 1, tzinfo=UTC),
     )
 

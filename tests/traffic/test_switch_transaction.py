@@ -36,6 +36,7 @@ from tests.traffic.switch_helpers import (
     BEFORE,
     BLUE_SELECTED,
     GREEN_SELECTED,
+    NO_WAIT,
     NOW,
     both_groups,
     call_recorder,
@@ -173,7 +174,8 @@ def test_reload_failure_exits_5_restores_and_reloads_previous(
     log = tmp_path / "reloads.log"
 
     code = main(
-        switch_argv(nginx, green2, "--nginx-reload", call_recorder(log, 1)), now=lambda: NOW
+        switch_argv(nginx, green2, "--nginx-reload", call_recorder(log, 1), *NO_WAIT),
+        now=lambda: NOW,
     )
 
     assert code == ExitCode.RELOAD_FAILED
@@ -240,7 +242,7 @@ def test_server_change_failing_verification_restores_file_selection_and_reloads(
     before = state(nginx)
     # A reload that does nothing: like a stale single-file bind mount, Nginx keeps the old
     # upstream although the command succeeded.
-    code = main(switch_argv(nginx, green2, "--nginx-reload", "true"), now=lambda: NOW)
+    code = main(switch_argv(nginx, green2, "--nginx-reload", "true", *NO_WAIT), now=lambda: NOW)
 
     assert code == ExitCode.VERIFY_FAILED
     err = capsys.readouterr().err
@@ -551,7 +553,7 @@ def test_migration_from_the_single_group_include_takes_one_reload_then_none(
     thread.start()
     try:
         # Step 2: new upstream file and selection for the live slot, no reload.
-        prepare = ["--nginx-test", "true", "--nginx-reload", call_recorder(reloads, 0)]
+        prepare = ["--nginx-test", "true", "--nginx-reload", call_recorder(reloads, 0), *NO_WAIT]
         assert main(switch_argv(nginx, blue, *prepare, other=green), now=lambda: NOW) == 0
         assert calls(reloads) == 1  # the recorder stands for `true`: nothing was reloaded
         reloads.unlink()
@@ -566,7 +568,7 @@ def test_migration_from_the_single_group_include_takes_one_reload_then_none(
         wait_until_gone(old_workers)
         # Step 4 and after: switches never reload.
         for target in (blue, green, blue, green):
-            argv = switch_argv(nginx, target, "--nginx-reload", call_recorder(reloads, 0))
+            argv = switch_argv(nginx, target, "--nginx-reload", call_recorder(reloads, 0), *NO_WAIT)
             assert main(argv, now=lambda: NOW) == ExitCode.OK
             assert nginx.slot_served() == target.slot
     finally:

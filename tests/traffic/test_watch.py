@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from nocturna_infra.traffic.watch import LogTail, Thresholds, Watch, parse_line, run_window
 
@@ -11,9 +12,20 @@ BLUE = "nocturna-img-production-blue"
 LIMITS = Thresholds(error_percent=10, min_requests=20, failed_probes=3)
 
 
-def line(status: int, group: str = GREEN, at: float = 1000.5, rt: float = 0.004) -> str:
+def line(
+    status: int,
+    group: str = GREEN,
+    at: float = 1000.5,
+    rt: float = 0.004,
+    method: str = "GET",
+    uri: str = "/",
+    upstream_status: str | None = None,
+) -> str:
     fields = {"time": at, "group": group, "upstream": "127.0.0.1:3012", "status": status}
-    return json.dumps({**fields, "upstreamStatus": str(status), "requestTime": rt})
+    upstream = str(status) if upstream_status is None else upstream_status
+    return json.dumps(
+        {**fields, "upstreamStatus": upstream, "requestTime": rt, "method": method, "uri": uri}
+    )
 
 
 def test_parse_line_reads_the_shipped_format_and_skips_others() -> None:
@@ -92,7 +104,7 @@ def test_error_rate_is_judged_only_after_the_minimum_number_of_requests() -> Non
 
     feed(watch, 200)
 
-    assert watch.verdict(LIMITS) == "19 of 20 requests through Nginx failed (95% >= 10%)"
+    assert watch.verdict(LIMITS) == "GET *: 19 of 20 requests through Nginx failed (95% >= 10%)"
 
 
 def test_other_groups_and_4xx_do_not_count_as_failures() -> None:
@@ -124,7 +136,7 @@ def test_summary_gives_counts_statuses_timings_and_samples() -> None:
 
     assert watch.summary() == (
         "3 requests (1 failed; statuses 200x2, 500x1; mean 0.004s, slowest 0.004s), "
-        "1 probes (0 failed); failed: 500 from 127.0.0.1:3012 in 0.004s at +0.5s"
+        "1 probes (0 failed); failed: GET * 500 from 127.0.0.1:3012 in 0.004s at +0.5s"
     )
 
 
@@ -142,7 +154,7 @@ def test_window_fails_on_traffic_written_to_the_log(tmp_path) -> None:
 
     assert (outcome.result, outcome.reason) == (
         "failed",
-        "25 of 25 requests through Nginx failed (100% >= 10%)",
+        "GET *: 25 of 25 requests through Nginx failed (100% >= 10%)",
     )
 
 
@@ -182,3 +194,39 @@ def test_window_passes_when_nothing_fails_and_stops_when_someone_switched(tmp_pa
         ).result
 
     assert (window(True), window(False)) == ("passed", "superseded")
+
+
+def test_rate_limited_probes_are_inconclusive_and_break_no_run_of_failures() -> None:
+    watch = Watch(GREEN, started=1000.0)
+    for ok in (False, None, False, None, None):
+        watch.add_probe(ok, "returned 429 (rate-limited)", 1001.0)
+    assert watch.verdict(LIMITS) is None
+    assert (watch.failed_probes, watch.inconclusive_probes) == (2, 3)
+
+    watch.add_probe(False, "returned 500, expected 200", 1002.0)
+
+    assert watch.verdict(LIMITS) == (
+        "3 probes through Nginx failed in a row (last: returned 500, expected 200)"
+    )
+
+
+def test_probes_never_overlap_the_next_starts_an_interval_after_the_last_ended(tmp_path) -> None:
+    tail = LogTail(tmp_path / "none.log")
+    tail.start()
+    running: list[int] = []
+    overlaps: list[int] = []
+
+    def probe() -> tuple[bool | None, str]:
+        running.append(1)
+        if len(running) > 1:
+            overlaps.append(1)
+        time.sleep(0.05)  # a probe slower than the interval
+        running.pop()
+        return True, "200"
+
+    run_window(
+        Watch(GREEN, 1000.0), 0.5, tail, LIMITS, probe, lambda: True, lambda _: None,
+        probe_interval=0.01,
+    )  # fmt: skip
+
+    assert overlaps == []

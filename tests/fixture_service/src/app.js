@@ -25,6 +25,9 @@ const TINY_PNG_BASE64 =
 // as a renderer that leaks until it dies would. /health keeps answering 200 throughout.
 let served = 0;
 let firstServedAt = null;
+// `renderFailAfter` (> 0): renders fail (500) once that many succeeded; everything else,
+// /health included, keeps working: one dead endpoint behind a busy site.
+let renders = 0;
 
 function broken() {
   if (release.failAfterRequests > 0 && served >= release.failAfterRequests) return true;
@@ -80,6 +83,8 @@ function render(req, res) {
     }
     // The failure mode of a release whose chart library did not install: /health says 200.
     if (release.renderOk === false) return renderError(res);
+    if (release.renderFailAfter > 0 && renders >= release.renderFailAfter) return renderError(res);
+    renders += 1;
     // The real service's shape: {"status":"success","data":{"image":<base64>,"format":"png",...}}.
     sendJson(res, 200, { status: "success", data: { image: TINY_PNG_BASE64, format: "png" }, meta: { version: release.version } });
   });

@@ -1,0 +1,94 @@
+"""The watch window's route-class keys (settings/gates.py): defaults, parsing, exact errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nocturna_infra.program import render
+from nocturna_infra.settings import ConfigError, Settings, parse_settings
+from nocturna_infra.traffic.routes import RouteClass
+from tests.program_runs import make_project
+
+
+def parse(project: Path, **overrides: str) -> Settings:
+    return parse_settings(
+        {"buildContext": "service", **overrides}, api_key="k", project_dir=project
+    )
+
+
+def assert_config_error(project: Path, message: str, **overrides: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(project, **overrides)
+    assert str(caught.value) == message
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path)
+
+
+def test_by_default_health_is_excluded_and_no_route_has_its_own_class(project: Path) -> None:
+    gates = parse(project).gates
+
+    assert (gates.watch_routes, gates.watch_exclude_paths, gates.watch_probe_path) == (
+        (),
+        ("/health",),
+        "",
+    )
+
+
+def test_render_route_class_reaches_the_switch_command(project: Path) -> None:
+    routes = [{"method": "POST", "pathPrefix": "/api/v2/chart/render", "minRequests": 5}]
+    settings = parse(project, watchRoutes=json.dumps(routes), watchProbePath="/health")
+
+    assert settings.gates.watch_routes == (RouteClass("POST", "/api/v2/chart/render", 5),)
+    argv = render.gate_argv(settings)
+    assert argv[argv.index("--watch-routes") + 1] == (
+        '[{"method":"POST","pathPrefix":"/api/v2/chart/render","minRequests":5}]'
+    )
+    assert "--watch-exclude-paths" not in argv  # the switch's default
+    assert argv[argv.index("--watch-probe-path") + 1] == "/health"
+
+
+def test_bad_route_class_names_the_key_field_and_value(project: Path) -> None:
+    assert_config_error(
+        project,
+        "nocturna-infra:watchRoutes[0].method: must be one of GET, HEAD, POST, PUT, PATCH, "
+        "DELETE, OPTIONS or *; got 'RENDER'.",
+        watchRoutes='[{"method": "RENDER", "pathPrefix": "/render"}]',
+    )
+
+
+def test_route_classes_that_are_not_json_are_refused(project: Path) -> None:
+    assert_config_error(
+        project,
+        "nocturna-infra:watchRoutes: must be a list of route classes (objects); got 'POST /r'.",
+        watchRoutes="POST /r",
+    )
+
+
+def test_bad_excluded_path_is_refused(project: Path) -> None:
+    assert_config_error(
+        project,
+        "nocturna-infra:watchExcludePaths: must be a list of URL paths starting with /; "
+        "got ['health'].",
+        watchExcludePaths='["health"]',
+    )
+
+
+def test_probe_path_must_be_a_path(project: Path) -> None:
+    assert_config_error(
+        project,
+        "nocturna-infra:watchProbePath: must be empty or a URL path starting with / (a light "
+        "GET, e.g. /health); got 'health'.",
+        watchProbePath="health",
+    )
+
+
+def test_excluded_paths_other_than_the_default_reach_the_switch_command(project: Path) -> None:
+    argv = render.gate_argv(parse(project, watchExcludePaths='["/health", "/metrics"]'))
+
+    assert argv[argv.index("--watch-exclude-paths") + 1] == '["/health", "/metrics"]'
