@@ -43,7 +43,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -388,6 +388,7 @@ def switch_seconds(text: str) -> float | None:
 
 
 RENDER_PATH: Final = "/api/v2/chart/render"
+HUNG_RENDER_CLIENTS: Final = 6
 
 
 class RenderClient:
@@ -432,6 +433,40 @@ class RenderClient:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(timeout=40)
+
+
+class NotFoundFlood:
+    """Clients asking for a page that does not exist, as fast as one keep-alive connection
+    goes: 4xx never count against a slot (issue 21), so they must not hide its 5xx either."""
+
+    PATH: Final = "/no-such-page"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.statuses: Counter[int] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with requests.Session() as session:
+            session.trust_env = False
+            while not self._stop.is_set():
+                try:
+                    self.statuses[session.get(self.url, timeout=10).status_code] += 1
+                except requests.RequestException:
+                    self.statuses[0] += 1
+
+    def failed(self) -> int:
+        """Answers other than the 404 the page deserves."""
+        return sum(n for status, n in self.statuses.items() if status != 404)
+
+    def __enter__(self) -> NotFoundFlood:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=20)
 
 
 @contextmanager
@@ -479,6 +514,8 @@ class Rehearsal:
         self.staging = Backend()
         self.results: list[StepResult] = []
         self.watch_record: dict[str, Any] = {}
+        self.hung_renders = 0
+        """Renders of the hanging release (7g) that its client saw time out."""
         self.names = {slot: f"{self.prefix}-{slot}" for slot in ("blue", "green")}
 
     def config(self, nginx: NginxInstance, **overrides: str) -> dict[str, str]:
@@ -794,9 +831,14 @@ class Rehearsal:
                     self.production, self.nginx)  # fmt: skip
         offset = self.nginx.slots_log.stat().st_size
         renders = RenderClient(self.nginx.url(RENDER_PATH), "rehearsal-key-0123456789")
-        with under_load(self.nginx, self.workdir) as figures, renders:
+        not_found = NotFoundFlood(self.nginx.url(NotFoundFlood.PATH))
+        with under_load(self.nginx, self.workdir) as figures, renders, not_found:
             up = self._up(activeSlot="green", watchSeconds="30")
         answers = slot_answers(self.nginx.slots_log, offset)
+        if not_found.statuses[404] < 100:
+            problems_404 = [f"the 404 flood sent only {not_found.statuses[404]} requests"]
+        else:
+            problems_404 = []
         problems = self.untouched("blue", blue_v1, self.slot_states(self.production))
         if answers.of("blue")[1]:
             problems.append(f"blue failed {answers.of('blue')[1]} requests")
@@ -808,10 +850,83 @@ class Rehearsal:
         if not str(saved.get("reason", "")).startswith(f"POST {RENDER_PATH}: "):
             problems.append(f"switched back for {saved.get('reason')!r}, not the render class")
         self.watch_record = saved
-        self.record("7e switch: renders fail under a flood", "switched back to blue", up,
-                    figures, problems, self.production, self.nginx,
+        self.record("7e switch: renders fail under a GET and 404 flood", "switched back to blue",
+                    up, figures, problems + problems_404, self.production, self.nginx,
                     broken=("green", answers),
-                    other_clients_failed=renders.failed())  # fmt: skip
+                    other_clients_failed=renders.failed() + not_found.failed())  # fmt: skip
+        self._hung_render()
+        self._good_release_kept()
+
+    def _hung_render(self) -> None:
+        """7f/7g. Issue 21: renders that never answer leave nothing in the access log until
+        the proxy gives up (60 s); the start log shows them in flight, and one in flight past
+        watchRequestTimeoutSeconds fails the render class: switched back."""
+        blue_v1 = self.slot_states(self.production)["blue"]
+        set_release(self.service, "7.0.0", renderHangAfter=1)
+        up = self._up(activeSlot="blue")
+        problems = self.untouched("blue", blue_v1, self.slot_states(self.production))
+        self.record("7f deploy v7 (renders hang)", "ok", up, None, problems,
+                    self.production, self.nginx)  # fmt: skip
+        offset = self.nginx.slots_log.stat().st_size
+        # Several users rendering at once, as on the real service: the render class needs
+        # its minRequests (5 in Pulumi.production.yaml) before a share is judged.
+        clients = [
+            RenderClient(self.nginx.url(RENDER_PATH), "rehearsal-key-0123456789")
+            for _ in range(HUNG_RENDER_CLIENTS)
+        ]
+        with under_load(self.nginx, self.workdir) as figures, ExitStack() as running:
+            for client in clients:
+                running.enter_context(client)
+            up = self._up(activeSlot="green", watchSeconds="30", watchRequestTimeoutSeconds="8")
+        answers = slot_answers(self.nginx.slots_log, offset)
+        problems = self.untouched("blue", blue_v1, self.slot_states(self.production))
+        failed_on_blue = sum(client.failed_on("blue") for client in clients)
+        if answers.of("blue")[1] or failed_on_blue:
+            problems.append(
+                f"blue failed {answers.of('blue')[1]} requests, {failed_on_blue} renders"
+            )
+        hung = sum(client.answers[("error", 0)] for client in clients)
+        if not hung:
+            problems.append("no render hung: the clients saw every render answered")
+        if not served_version(self.nginx).startswith("blue v1.0.0"):
+            problems.append(f"after the watch Nginx serves {served_version(self.nginx)}")
+        saved = gates.read_record(gates.record_path(self.nginx.upstream_file)) or {}
+        if saved.get("result") != "switched-back":
+            problems.append(f"watch record says {saved.get('result')!r}, not switched-back")
+        if not str(saved.get("reason", "")).startswith(f"POST {RENDER_PATH}: "):
+            problems.append(f"switched back for {saved.get('reason')!r}, not the render class")
+        # The hung renders are the release's own failures, seen by their client as a timeout
+        # (Nginx logs 499 when it closes, not 5xx): counted apart from the switch's.
+        self.watch_record = saved
+        self.record("7g switch: renders hang past the limit", "switched back to blue", up,
+                    figures, problems, self.production, self.nginx,
+                    broken=("green", answers))  # fmt: skip
+        self.hung_renders = hung
+
+    def _good_release_kept(self) -> None:
+        """7h/7i. Issue 21: no false alarm: a good release under the same mixed traffic
+        (renders, a GET flood, a 404 flood, /health polls) is kept."""
+        blue_v1 = self.slot_states(self.production)["blue"]
+        set_release(self.service, "8.0.0")
+        up = self._up(activeSlot="blue")
+        problems = self.untouched("blue", blue_v1, self.slot_states(self.production))
+        self.record("7h deploy v8 (good)", "ok", up, None, problems,
+                    self.production, self.nginx)  # fmt: skip
+        renders = RenderClient(self.nginx.url(RENDER_PATH), "rehearsal-key-0123456789")
+        not_found = NotFoundFlood(self.nginx.url(NotFoundFlood.PATH))
+        with under_load(self.nginx, self.workdir) as figures, renders, not_found:
+            up = self._up(activeSlot="green", watchSeconds="15")
+        problems = []
+        if not served_version(self.nginx).startswith("green v8.0.0"):
+            problems.append(f"after the watch Nginx serves {served_version(self.nginx)}")
+        saved = gates.read_record(gates.record_path(self.nginx.upstream_file)) or {}
+        if saved.get("result") != "passed":
+            problems.append(f"watch record says {saved.get('result')!r}, not passed")
+        if renders.answers[("8.0.0", 200)] == 0:
+            problems.append("no render was answered by v8 during the watch")
+        self.record("7i switch: a good release under mixed traffic", "ok", up, figures,
+                    problems, self.production, self.nginx,
+                    other_clients_failed=renders.failed() + not_found.failed())  # fmt: skip
 
     def _staging(self) -> None:
         # 8. Staging: one container on its own port, routed after its probe passes.

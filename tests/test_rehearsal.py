@@ -145,7 +145,11 @@ def test_blue_green_cycle_on_real_docker_and_nginx_under_load(
         "7b switch: watch switches back",
         "7c keep blue (activeSlot blue)",
         "7d deploy v6 (renders fail)",
-        "7e switch: renders fail under a flood",
+        "7e switch: renders fail under a GET and 404 flood",
+        "7f deploy v7 (renders hang)",
+        "7g switch: renders hang past the limit",
+        "7h deploy v8 (good)",
+        "7i switch: a good release under mixed traffic",
         "8 staging deploy",
     ]
     assert [problem for result in results for problem in result.problems] == []
@@ -153,6 +157,9 @@ def test_blue_green_cycle_on_real_docker_and_nginx_under_load(
     # Every failed request was answered by the release the watch switched back; none by the
     # slot serving before, and none lost by a switch.
     assert all(result.failed + result.slow_failed == result.broken_failed for result in under_load)
-    for watched in (results[-5], results[-2]):  # 7b, and 7e (issue 21: one route failing)
-        assert watched.broken_failed > 0
-        assert watched.broken_answered.startswith("green ")
+    by_step = {result.step.split()[0]: result for result in results}
+    for step in ("7b", "7e"):  # 7b, and 7e (issue 21: one route failing under floods)
+        assert by_step[step].broken_failed > 0
+        assert by_step[step].broken_answered.startswith("green ")
+    assert by_step["7g"].served.startswith("blue v1.0.0")  # a hung route switched back
+    assert by_step["7i"].served.startswith("green v8.0.0")  # a good release kept

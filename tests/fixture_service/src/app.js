@@ -26,7 +26,9 @@ const TINY_PNG_BASE64 =
 let served = 0;
 let firstServedAt = null;
 // `renderFailAfter` (> 0): renders fail (500) once that many succeeded; everything else,
-// /health included, keeps working: one dead endpoint behind a busy site.
+// /health included, keeps working: one dead endpoint behind a busy site. `renderHangAfter`
+// (> 0): renders never answer once that many succeeded (a wedged renderer): nothing reaches
+// the access log until the proxy gives up.
 let renders = 0;
 
 function broken() {
@@ -84,6 +86,7 @@ function render(req, res) {
     // The failure mode of a release whose chart library did not install: /health says 200.
     if (release.renderOk === false) return renderError(res);
     if (release.renderFailAfter > 0 && renders >= release.renderFailAfter) return renderError(res);
+    if (release.renderHangAfter > 0 && renders >= release.renderHangAfter) return;
     renders += 1;
     // The real service's shape: {"status":"success","data":{"image":<base64>,"format":"png",...}}.
     sendJson(res, 200, { status: "success", data: { image: TINY_PNG_BASE64, format: "png" }, meta: { version: release.version } });
