@@ -14,11 +14,10 @@ SUITE=trixie
 # The Debian mirror: DEBIAN_MIRROR, else the one this host's own apt sources use for the main
 # archive (deb822 `URIs:` or one-line `deb URI`), so the script names no mirror of its own.
 host_mirror() {
-  cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources \
-    2>/dev/null | sed -nE 's#^(URIs:[[:space:]]*|deb[[:space:]]+(\[[^]]*\][[:space:]]+)?)([a-z]+://[^[:space:]]*/debian)/?([[:space:]].*)?$#\3#p' \
-    | head -n 1
+  # Missing files are normal (a host has one format or the other): never an error here.
+  { cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources \
+    2>/dev/null || true; } | sed -nE 's#^(URIs:[[:space:]]*|deb[[:space:]]+(\[[^]]*\][[:space:]]+)?)([a-z]+://[^[:space:]]*/debian)/?([[:space:]].*)?$#\3#;T;p;q'
 }
-MIRROR=${DEBIAN_MIRROR:-$(host_mirror)}
 CACHE_DIR=${NOCTURNA_CACHE_DIR:-/var/cache/nocturna-infra}
 # Bump the suffix when the recipe below changes, so a stale cached tarball is not reused.
 TARBALL="$CACHE_DIR/node-20-slim-$SUITE-v1.tar"
@@ -44,6 +43,7 @@ if [[ ! -s $TARBALL ]]; then
   }
   trap cleanup EXIT
 
+  MIRROR=${DEBIAN_MIRROR:-$(host_mirror)}
   [[ -n $MIRROR ]] || {
     echo "$IMAGE: no Debian mirror: set DEBIAN_MIRROR (none found in /etc/apt/sources.list*)" >&2
     exit 1
