@@ -515,6 +515,8 @@ class Rehearsal:
         self.results: list[StepResult] = []
         self.watch_record: dict[str, Any] = {}
         self.hung_renders = 0
+        self.inconclusive_probes = 0
+        """Watch probes of 7k answered 429 (inconclusive)."""
         """Renders of the hanging release (7g) that its client saw time out."""
         self.names = {slot: f"{self.prefix}-{slot}" for slot in ("blue", "green")}
 
@@ -856,6 +858,7 @@ class Rehearsal:
                     other_clients_failed=renders.failed() + not_found.failed())  # fmt: skip
         self._hung_render()
         self._good_release_kept()
+        self._rate_limited_probes()
 
     def _hung_render(self) -> None:
         """7f/7g. Issue 21: renders that never answer leave nothing in the access log until
@@ -902,6 +905,31 @@ class Rehearsal:
                     figures, problems, self.production, self.nginx,
                     broken=("green", answers))  # fmt: skip
         self.hung_renders = hung
+
+    def _rate_limited_probes(self) -> None:
+        """7j/7k. Issue 21: a healthy release whose service rate-limits the path the watch
+        probes (one shared bucket behind the proxy) answers 429: inconclusive, not a failure,
+        so the release is kept (before, three such probes in a row switched back)."""
+        green_v8 = self.slot_states(self.production)["green"]
+        set_release(self.service, "9.0.0", rateLimitPath="/ping")
+        up = self._up(activeSlot="green")
+        problems = self.untouched("green", green_v8, self.slot_states(self.production))
+        self.record("7j deploy v9 to blue (429 on /ping)", "ok", up, None, problems,
+                    self.production, self.nginx)  # fmt: skip
+        with under_load(self.nginx, self.workdir) as figures:
+            up = self._up(activeSlot="blue", watchSeconds="12", watchProbePath="/ping")
+        problems = []
+        if not served_version(self.nginx).startswith("blue v9.0.0"):
+            problems.append(f"after the watch Nginx serves {served_version(self.nginx)}")
+        saved = gates.read_record(gates.record_path(self.nginx.upstream_file)) or {}
+        if saved.get("result") != "passed":
+            problems.append(f"watch record says {saved.get('result')!r}, not passed")
+        seen = saved.get("seen") or {}
+        if not seen.get("inconclusiveProbes"):
+            problems.append(f"no probe was answered 429: {seen}")
+        self.inconclusive_probes = int(seen.get("inconclusiveProbes") or 0)
+        self.record("7k switch: probes answered 429 by a healthy slot", "ok", up, figures,
+                    problems, self.production, self.nginx)  # fmt: skip
 
     def _good_release_kept(self) -> None:
         """7h/7i. Issue 21: no false alarm: a good release under the same mixed traffic

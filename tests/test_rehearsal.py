@@ -150,6 +150,8 @@ def test_blue_green_cycle_on_real_docker_and_nginx_under_load(
         "7g switch: renders hang past the limit",
         "7h deploy v8 (good)",
         "7i switch: a good release under mixed traffic",
+        "7j deploy v9 to blue (429 on /ping)",
+        "7k switch: probes answered 429 by a healthy slot",
         "8 staging deploy",
     ]
     assert [problem for result in results for problem in result.problems] == []
@@ -163,3 +165,4 @@ def test_blue_green_cycle_on_real_docker_and_nginx_under_load(
         assert by_step[step].broken_answered.startswith("green ")
     assert by_step["7g"].served.startswith("blue v1.0.0")  # a hung route switched back
     assert by_step["7i"].served.startswith("green v8.0.0")  # a good release kept
+    assert by_step["7k"].served.startswith("blue v9.0.0")  # rate-limited probes: kept

@@ -112,6 +112,10 @@ const server = http.createServer((req, res) => {
     sendJson(res, 405, { error: "method not allowed" });
   } else if (url.pathname === "/health") {
     sendJson(res, release.healthy ? 200 : 503, health());
+  } else if (release.rateLimitPath && url.pathname === release.rateLimitPath) {
+    // A service whose rate limit sees every client behind Nginx as one address (issue 21).
+    res.setHeader("Retry-After", "60");
+    sendJson(res, 429, { status: "error", error: { code: "RATE_LIMITED" } });
   } else if (url.pathname === "/slow") {
     const delay = Math.min(Math.max(Number(url.searchParams.get("ms")) || 0, 0), MAX_SLOW_MS);
     log("slow request started", { ms: delay });
