@@ -48,7 +48,7 @@ from nocturna_infra.status.report import (
     render_status,
     status_json,
 )
-from nocturna_infra.traffic import gates
+from nocturna_infra.traffic import canary, gates
 from nocturna_infra.traffic.probe import Check, last_upstream, run_check
 from nocturna_infra.traffic.safe_files import UnsafeFileError
 from nocturna_infra.traffic.selection import describe, nginx_choice, read_markers
@@ -349,7 +349,17 @@ def gather(
             gates.record_path(Path(upstream_file or settings.router.upstream_file))
         ),
         host_problems=tuple((name, problem) for name, problem in problems if multi and problem),
+        canary=_read_canary(Path(upstream_file or settings.router.upstream_file)),
     )
+
+
+def _read_canary(upstream_file: Path) -> dict[str, Any] | None:
+    """The progressive switch's record beside the upstream file; None if absent or unreadable."""
+    try:
+        data = json.loads(canary.record_path(upstream_file).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _gather_host(
