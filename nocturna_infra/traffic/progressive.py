@@ -8,6 +8,7 @@ takes everything, exit 11 (or 128+N).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -145,11 +146,19 @@ def _prepare(
 ) -> str | None:
     """Under the lock: the slot to step from, after writing the new slot's group and the
     maps with that slot still selected; None when there is nothing to step from."""
-    with held_lock(opts.lock_file, opts.lock_wait, f"canary to {opts.slot}"):
+    assert opts.canary is not None
+    owner = f"pid {os.getpid()} preparing canary steps to {opts.slot}"
+    with held_lock(opts.lock_file, opts.lock_wait, owner):
         try:
             plan = make_plan(opts, now())
         except UnsafeFileError as error:
             raise SwitchError(ExitCode.FILESYSTEM, f"{error}; nothing changed") from None
+        try:
+            for slot in plan.slots:  # a step left by a killed switch must not linger
+                write_step(opts.selection_dir, opts.upstream_name, slot, opts.canary.shares, None)
+        except (OSError, UnsafeFileError) as error:
+            msg = f"cannot clear canary steps in {opts.selection_dir}: {error}"
+            raise SwitchError(ExitCode.FILESYSTEM, msg) from None
         live = nginx_choice(plan.old_markers, plan.slots, opts.fallback_slot)
         if live == opts.slot or live not in plan.old_groups or not plan.old_markers:
             progress.step(f"canary: skipped ({live} is live; nothing to step from)")

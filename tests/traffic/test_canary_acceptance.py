@@ -96,3 +96,19 @@ def test_good_release_steps_through_every_share_to_100(nginx, blue, green, capsy
     assert "at most 180s before the full flip" in out
     for index, share in enumerate((5, 25, 50), start=1):
         assert f"canary step {index}/3: green {share} %" in out
+
+
+def test_a_step_left_by_a_killed_switch_is_cleared_before_the_next_canary(
+    nginx, blue, green, capsys
+) -> None:
+    """A SIGKILLed progressive switch back to blue can leave `blue-50`: harmless while blue
+    is selected, but half the traffic would go back to blue after the next flip to green."""
+    with_steps_written(nginx, blue, green)
+    (nginx.selection_dir / "nocturna-img-production.blue-50").write_text("blue 50%\n")
+
+    with MixedLoad(nginx, LOAD):
+        code = main(switch_argv(nginx, green, *canary_flags(nginx)), now=lambda: NOW)
+
+    assert code == ExitCode.OK, capsys.readouterr().err
+    assert selection(nginx) == ["nocturna-img-production.green"]
+    assert {nginx.slot_served() for _ in range(40)} == {"green"}
