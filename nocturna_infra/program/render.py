@@ -333,6 +333,21 @@ def canary_argv(settings: Settings) -> list[str]:
     return argv
 
 
+def progressive_note(settings: Settings, slot: Slot) -> str:
+    """What `pulumi preview` and `up` say before a progressive switch to `slot` (empty when
+    the router switches at once): the shares and the longest the steps can take."""
+    gates = settings.gates
+    if "--canary-steps" not in gate_argv(settings):
+        return ""
+    shares = " -> ".join(f"{share}%" for share in (*gates.canary_steps, 100))
+    longest = gates.canary_step_seconds * len(gates.canary_steps)
+    return (
+        f"the switch to {slot} is progressive: {shares}, each step judged against the old slot; "
+        f"the steps take at most {longest}s (canaryStepSeconds {gates.canary_step_seconds} x "
+        f"{len(gates.canary_steps)}), then the {gates.watch_seconds}s watch"
+    )
+
+
 def gated_switch_command(
     settings: Settings,
     slot: Slot,

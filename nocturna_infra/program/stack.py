@@ -158,6 +158,9 @@ def main(project_dir: Path | None = None) -> None:
     switching = is_switch(previous, active)
     if switching and previous is not None:
         release.apply(lambda current: _warn_if_pending(previous, current, live))
+    note = render.progressive_note(settings, live) if switching else ""
+    if note:
+        pulumi.log.info(note)
     per_host = [
         _declare_slots(settings, previous, active, base.image.image_id, release, base.network, base)
         for base in bases

@@ -142,3 +142,14 @@ def test_bad_canary_keys_name_the_key_and_value(
     project: Path, overrides: dict[str, str], message: str
 ) -> None:
     assert_config_error(project, message, **overrides)
+
+
+def test_preview_says_the_switch_is_progressive_and_how_long_it_may_take(project: Path) -> None:
+    settings = parse(project, canarySteps="5,25,50", canaryStepSeconds="120")
+
+    assert render.progressive_note(settings, settings.active_slot) == (
+        f"the switch to {settings.active_slot} is progressive: 5% -> 25% -> 50% -> 100%, each "
+        "step judged against the old slot; the steps take at most 360s (canaryStepSeconds 120 "
+        f"x 3), then the {settings.gates.watch_seconds}s watch"
+    )
+    assert render.progressive_note(parse(project), settings.active_slot) == ""
