@@ -392,6 +392,9 @@ class Transaction:
                 raise _StepFailedError(ExitCode.FILESYSTEM, msg) from None
             was = _describe_groups(plan.old_groups) if plan.old_groups else "no slot groups"
             step(f"write {path}: {_describe_groups(plan.new_groups)} (was {was})")
+            if plan.new_steps != plan.old_steps:
+                what = "canary steps" if plan.new_steps else "removed (no canary steps)"
+                step(f"write {steps_path(path)}: {what}")
             self._test_and_reload()
         else:
             step(f"{path}: servers unchanged; not rewritten, no reload")

@@ -112,3 +112,17 @@ def test_a_step_left_by_a_killed_switch_is_cleared_before_the_next_canary(
     assert code == ExitCode.OK, capsys.readouterr().err
     assert selection(nginx) == ["nocturna-img-production.green"]
     assert {nginx.slot_served() for _ in range(40)} == {"green"}
+
+
+def test_rejected_canary_maps_leave_both_files_as_they_were(nginx, blue, green, capsys) -> None:
+    """`nginx -t` fails (the operator's other config is broken): the upstream file is put
+    back byte for byte and the steps file, which names the new maps, is gone again."""
+    before = nginx.upstream_file.read_bytes()
+    nginx.extra_conf.write_text("this is not nginx config;\n")
+
+    code = main(switch_argv(nginx, green, *canary_flags(nginx)), now=lambda: NOW)
+
+    assert code == ExitCode.CONFIG_REJECTED, capsys.readouterr().err
+    assert nginx.upstream_file.read_bytes() == before
+    assert not nginx.steps_file.exists()
+    assert selection(nginx) == ["nocturna-img-production.blue"]
