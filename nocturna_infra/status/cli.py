@@ -349,17 +349,8 @@ def gather(
             gates.record_path(Path(upstream_file or settings.router.upstream_file))
         ),
         host_problems=tuple((name, problem) for name, problem in problems if multi and problem),
-        canary=_read_canary(Path(upstream_file or settings.router.upstream_file)),
+        canary=canary.read_record(Path(upstream_file or settings.router.upstream_file)),
     )
-
-
-def _read_canary(upstream_file: Path) -> dict[str, Any] | None:
-    """The progressive switch's record beside the upstream file; None if absent or unreadable."""
-    try:
-        data = json.loads(canary.record_path(upstream_file).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _gather_host(

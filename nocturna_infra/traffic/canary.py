@@ -11,8 +11,9 @@ watch after the flip judges the new slot alone).
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -127,3 +128,34 @@ def step_table(outcome: StepOutcome, slots: tuple[str, str]) -> str:
 
 def record_path(upstream_file: Path) -> Path:
     return upstream_file.with_name(f"{upstream_file.name}.canary.json")
+
+
+def read_record(upstream_file: Path) -> dict[str, Any] | None:
+    """The last progressive switch's record; None if absent or unreadable."""
+    try:
+        data = json.loads(record_path(upstream_file).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def stepped_back(
+    canary: Mapping[str, Any] | None, watch: Mapping[str, Any] | None
+) -> tuple[str, str] | None:
+    """(new slot, old slot) if the newest of the two records (by `started`) says traffic
+    went back to the old slot: a canary aborted or stopped before its flip, or a watch that
+    switched back. The program then plans as if the old slot were recorded live."""
+    newest = max(
+        (r for r in (canary, watch) if r),
+        key=lambda r: str(r.get("started") or ""),
+        default=None,
+    )
+    if newest is None:
+        return None
+    back = newest is canary and newest.get("result") in ("aborted", "interrupted")
+    if not back and newest.get("result") != "switched-back":
+        return None
+    slot, previous = newest.get("slot"), newest.get("previous")
+    if isinstance(slot, str) and isinstance(previous, str):
+        return slot, previous
+    return None

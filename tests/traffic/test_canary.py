@@ -8,7 +8,7 @@ import json
 import pytest
 
 from nocturna_infra.cli import UsageError
-from nocturna_infra.traffic.canary import CanaryOptions, StepJudge, longest
+from nocturna_infra.traffic.canary import CanaryOptions, StepJudge, longest, stepped_back
 from nocturna_infra.traffic.options import parse_options
 from nocturna_infra.traffic.routes import RouteClass, RouteRules
 from nocturna_infra.traffic.watch import Thresholds, Watch
@@ -143,3 +143,34 @@ def test_lines_from_before_the_step_are_not_judged() -> None:
 
     assert step.regression(LIMITS, 3.0) is None
     assert not step.enough(1)
+
+
+ABORTED = {"slot": "green", "previous": "blue", "result": "aborted",
+           "started": "2026-12-07T15:40:00.000+00:00"}  # fmt: skip
+WATCH_PASSED = {"slot": "blue", "previous": "green", "result": "passed",
+                "started": "2026-12-06T10:00:00.000+00:00"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("canary", "watch", "expected"),
+    [
+        pytest.param(ABORTED, WATCH_PASSED, ("green", "blue"), id="aborted-newest"),
+        pytest.param(
+            ABORTED,
+            {**WATCH_PASSED, "started": "2026-12-08T00:00:00.000+00:00"},
+            None,
+            id="a-later-watch-passed",
+        ),
+        pytest.param({**ABORTED, "result": "passed"}, None, None, id="canary-passed"),
+        pytest.param(
+            None, {**WATCH_PASSED, "result": "switched-back"}, ("blue", "green"), id="watch"
+        ),
+        pytest.param(None, None, None, id="none"),
+    ],
+)
+def test_the_program_sees_traffic_went_back_after_an_aborted_canary(
+    canary: dict | None, watch: dict | None, expected: tuple[str, str] | None
+) -> None:
+    """After exit 11 Nginx routes to blue while the last run asked for green: like a watch
+    that switched back, not drift (the next `up` retries the switch)."""
+    assert stepped_back(canary, watch) == expected
