@@ -153,3 +153,13 @@ def test_preview_says_the_switch_is_progressive_and_how_long_it_may_take(project
         f"x 3), then the {settings.gates.watch_seconds}s watch"
     )
     assert render.progressive_note(parse(project), settings.active_slot) == ""
+
+
+def test_canary_without_a_verification_url_is_refused_not_ignored(project: Path) -> None:
+    assert_config_error(
+        project,
+        "nocturna-infra:canarySteps: needs environment production and a verifyUrl (the steps "
+        "are judged by the watch); got '5,25'.",
+        canarySteps="5,25",
+        verifyUrl="",
+    )
