@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
+from nocturna_infra.traffic.split import steps_path
 from nocturna_infra.traffic.upstream import render_upstreams
 from tests.ports import free_port
 
@@ -60,10 +61,16 @@ class Site:
     """The shipped direct-health ports for the instance's (blue, green) ports."""
     slots_log: str = ""
     """The JSON access log the watch reads (empty: the site has none)."""
+    steps_includes: int = 0
+    """How often the site includes the canary steps file (one per server that selects)."""
 
     @property
     def upstream_file(self) -> str:
         return f"/etc/nginx/upstreams/{self.upstream_name}.conf"
+
+    @property
+    def steps_include(self) -> str:
+        return include_pattern(steps_path(Path(self.upstream_file)))
 
     @property
     def upstream_include(self) -> str:
@@ -85,6 +92,7 @@ PRODUCTION = Site(
     2,
     (3014, 3012),
     "/var/log/nginx/nocturna-slots.log",
+    2,
 )
 STAGING = Site(
     REPO / "nginx" / "nocturna-chart-staging.conf",
@@ -115,6 +123,12 @@ def render_site_conf(
     text = _substitute(text, site.verify_listen, f"listen 127.0.0.1:{verify_port};")
     text = _substitute(
         text, f"include {site.upstream_include};", f"include {include_pattern(upstream_file)};"
+    )
+    text = _substitute(
+        text,
+        f"include {site.steps_include};",
+        f"include {include_pattern(steps_path(upstream_file))};",
+        times=site.steps_includes,
     )
     text = _substitute(
         text, f"{DEFAULT_SELECTION_DIR}/", f"{selection_dir}/", times=site.selection_tests
@@ -178,6 +192,11 @@ class NginxInstance:
     @property
     def upstream_file(self) -> Path:
         return self.prefix / "upstreams" / f"{self.site.upstream_name}.conf"
+
+    @property
+    def steps_file(self) -> Path:
+        """The server-level canary steps file the site includes (absent until written)."""
+        return steps_path(self.upstream_file)
 
     @property
     def selection_dir(self) -> Path:

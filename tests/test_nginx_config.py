@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from nocturna_infra.traffic.split import Steps, render_splits, render_steps, steps_path
 from nocturna_infra.traffic.upstream import render_upstreams
 from tests.nginx_instance import DEFAULT_SELECTION_DIR, MAIN_CONF, NGINX, REPO, include_pattern
 
@@ -22,18 +23,34 @@ SITES = {
     "nocturna-chart-staging.conf": ("nocturna-img-staging", {"staging": ["127.0.0.1:3013"]}),
 }
 
+LIVE = {"nocturna-img-production": "nocturna_production_live", "nocturna-img-staging": "-"}
+"""The variable each site proxies to (staging has one slot: no steps to set it)."""
 
-def install(prefix: Path, *, with_upstreams: bool) -> Path:
-    """Both sites with their upstream files under `prefix` instead of /etc/nginx."""
+
+def install(prefix: Path, *, with_upstreams: bool, steps: Steps | None = None) -> Path:
+    """Both sites with their upstream files under `prefix` instead of /etc/nginx; with
+    `steps`, the canary splits and steps files a progressive switch writes, too."""
     includes = []
     for site, (upstream, groups) in SITES.items():
         upstream_file = prefix / "upstreams" / f"{upstream}.conf"
         upstream_file.parent.mkdir(exist_ok=True)
         if with_upstreams:
-            upstream_file.write_text(render_upstreams(upstream, groups, datetime.now(UTC)))
+            text = render_upstreams(upstream, groups, datetime.now(UTC))
+            if steps is not None:
+                text += render_splits(upstream, list(groups), steps)
+                steps_path(upstream_file).write_text(
+                    render_steps(
+                        upstream, list(groups), steps, prefix / "selection", LIVE[upstream]
+                    )
+                )
+            upstream_file.write_text(text)
         text = (REPO / "nginx" / site).read_text()
         text = text.replace(
             f"/etc/nginx/upstreams/{upstream}.con[f]", include_pattern(upstream_file)
+        )
+        text = text.replace(
+            f"/etc/nginx/upstreams/{upstream}.steps.con[f]",
+            include_pattern(steps_path(upstream_file)),
         )
         text = text.replace(DEFAULT_SELECTION_DIR, str(prefix / "selection"))
         (prefix / site).write_text(text)
@@ -58,6 +75,25 @@ def test_production_and_staging_sites_install_side_by_side(tmp_path: Path) -> No
 
     assert result.returncode == 0, result.stderr
     assert "syntax is ok" in result.stderr
+
+
+def test_sites_pass_nginx_t_with_the_canary_steps_a_progressive_switch_writes(
+    tmp_path: Path,
+) -> None:
+    result = nginx_test(tmp_path, install(tmp_path, with_upstreams=True, steps=Steps((5, 25))))
+
+    assert result.returncode == 0, result.stderr
+    assert "to_green_25" in (tmp_path / "upstreams" / "nocturna-img-production.conf").read_text()
+
+
+def test_production_site_includes_the_steps_file_after_its_selection_in_both_servers() -> None:
+    text = (REPO / "nginx" / "nocturna-chart.conf").read_text()
+    include = "include /etc/nginx/upstreams/nocturna-img-production.steps.con[f];"
+    selection = "set $nocturna_production_live nocturna-img-production-green;\n    }\n"
+
+    assert text.count(include) == 2
+    assert text.count(selection) == 2
+    assert all(part.index(selection) < part.index(include) for part in text.split("server {")[1:])
 
 
 def test_sites_pass_nginx_t_before_a_first_switch_wrote_their_upstream_files(

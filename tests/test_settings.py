@@ -526,6 +526,8 @@ INTEGER_RANGES = [
     ("reloadTimeoutSeconds", 1, 3600),
     ("watchBaselineSeconds", 0, 86400),
     ("watchRegressionFactor", 0, 100),
+    ("canaryMinRequests", 1, 1_000_000),
+    ("canaryStepSeconds", 1, 86400),
 ]
 
 

@@ -312,7 +312,40 @@ def gate_argv(settings: Settings) -> list[str]:
                 argv += [flag, str(value)]
         if gates.watch_probe_path:
             argv += ["--watch-probe-path", gates.watch_probe_path]
+        argv += canary_argv(settings)
     return argv
+
+
+def canary_argv(settings: Settings) -> list[str]:
+    """The progressive switch's flags, only when canarySteps is set (a stack that leaves it
+    off keeps its router command); the rest only where they differ from the defaults."""
+    gates = settings.gates
+    if not gates.canary_steps:
+        return []
+    argv = ["--canary-steps", ",".join(str(share) for share in gates.canary_steps)]
+    for key, flag, value in (
+        ("canaryKey", "--canary-key", gates.canary_key),
+        ("canaryMinRequests", "--canary-min-requests", gates.canary_min_requests),
+        ("canaryStepSeconds", "--canary-step-seconds", gates.canary_step_seconds),
+    ):
+        if value != SCHEMA_BY_NAME[key].default:
+            argv += [flag, str(value)]
+    return argv
+
+
+def progressive_note(settings: Settings, slot: Slot) -> str:
+    """What `pulumi preview` and `up` say before a progressive switch to `slot` (empty when
+    the router switches at once): the shares and the longest the steps can take."""
+    gates = settings.gates
+    if "--canary-steps" not in gate_argv(settings):
+        return ""
+    shares = " -> ".join(f"{share}%" for share in (*gates.canary_steps, 100))
+    longest = gates.canary_step_seconds * len(gates.canary_steps)
+    return (
+        f"the switch to {slot} is progressive: {shares}, each step judged against the old slot; "
+        f"the steps take at most {longest}s (canaryStepSeconds {gates.canary_step_seconds} x "
+        f"{len(gates.canary_steps)}), then the {gates.watch_seconds}s watch"
+    )
 
 
 def gated_switch_command(

@@ -34,7 +34,7 @@ from nocturna_infra.program.deployment import (
 from nocturna_infra.program.record import in_read_back_form, recorded_slot_problem
 from nocturna_infra.settings import PROJECT, ConfigError, Environment, Settings
 from nocturna_infra.slot import Slot
-from nocturna_infra.traffic import gates
+from nocturna_infra.traffic import canary, gates
 from nocturna_infra.traffic.safe_files import UnsafeFileError
 from nocturna_infra.traffic.selection import nginx_choice, read_markers
 from nocturna_infra.traffic.upstream import UpstreamParseError, parse_upstream
@@ -158,6 +158,9 @@ def main(project_dir: Path | None = None) -> None:
     switching = is_switch(previous, active)
     if switching and previous is not None:
         release.apply(lambda current: _warn_if_pending(previous, current, live))
+    note = render.progressive_note(settings, live) if switching else ""
+    if note:
+        pulumi.log.info(note)
     per_host = [
         _declare_slots(settings, previous, active, base.image.image_id, release, base.network, base)
         for base in bases
@@ -342,9 +345,12 @@ def _export(
 
 
 def switched_back(settings: Settings) -> tuple[Slot, Slot] | None:
-    """(from, to) if the last switch's watch moved traffic back (its record, on this host)."""
-    record = gates.read_record(gates.record_path(Path(settings.router.upstream_file)))
-    pair = gates.switched_back(record)
+    """(from, to) if the last switch's watch, or its canary steps, moved traffic back (their
+    records, on this host)."""
+    upstream_file = Path(settings.router.upstream_file)
+    pair = canary.stepped_back(
+        canary.read_record(upstream_file), gates.read_record(gates.record_path(upstream_file))
+    )
     names = {slot.value: slot for slot in settings.slots}
     if pair is None or pair[0] not in names or pair[1] not in names:
         return None

@@ -228,6 +228,15 @@ def parse_settings(
 
     gates = parse_gates(read, project_dir)
     smoke_templates(read, gates.smoke_checks, env)
+    if gates.canary_steps and (
+        environment is not Environment.PRODUCTION or not read.string("verifyUrl")
+    ):
+        # The steps need two slots and the watch, which probes through verifyUrl.
+        read.fail(
+            "canarySteps",
+            "needs environment production and a verifyUrl (the steps are judged by the watch)",
+            ",".join(str(share) for share in gates.canary_steps),
+        )
     return Settings(
         environment=environment,
         active_slot=active_slot,

@@ -23,6 +23,7 @@ from nocturna_infra.traffic.smoke import (
     SmokeDefinitionError,
     parse_checks,
 )
+from nocturna_infra.traffic.split import SplitKeyError, parse_shares, split_key
 
 LOG_PATH: Final = re.compile(r"/[A-Za-z0-9._/-]*[A-Za-z0-9._-]")
 
@@ -46,6 +47,11 @@ class GateSettings:
     watch_request_timeout_seconds: int = 60
     watch_baseline_seconds: int = 300
     watch_regression_factor: int = 3
+    canary_steps: tuple[int, ...] = ()
+    """Progressive switch shares (traffic.split); empty: off."""
+    canary_key: str = "request"
+    canary_min_requests: int = 20
+    canary_step_seconds: int = 300
 
 
 def smoke_templates(read: Reader, checks: tuple[SmokeCheck, ...], env: Mapping[str, str]) -> None:
@@ -115,9 +121,30 @@ def parse_gates(read: Reader, project_dir: Path | None) -> GateSettings:
             "must be empty or a URL path starting with / (a light GET, e.g. /health)",
             probe_path,
         )
+    canary_text = read.string("canarySteps")
+    try:
+        canary_steps = parse_shares(canary_text) if canary_text else ()
+    except ValueError:
+        read.fail(
+            "canarySteps",
+            "must be empty (off) or rising whole percents from 1 to 99, e.g. 5,25,50",
+            canary_text,
+        )
+    canary_key = read.string("canaryKey")
+    try:
+        split_key(canary_key)
+    except SplitKeyError:
+        read.fail("canaryKey", "must be request, client or cookie:<name>", canary_key)
+    watch_seconds = read.integer("watchSeconds", 0, 3600)
+    if canary_steps and not watch_seconds:
+        read.fail(
+            "canarySteps",
+            "needs watchSeconds above 0 (the steps are judged from the watch log)",
+            canary_text,
+        )
     return GateSettings(
         smoke_checks=checks,
-        watch_seconds=read.integer("watchSeconds", 0, 3600),
+        watch_seconds=watch_seconds,
         watch_error_percent=read.integer("watchErrorPercent", 1, 100),
         watch_min_requests=read.integer("watchMinRequests", 1, 1_000_000),
         watch_failed_probes=read.integer("watchFailedProbes", 1, 100),
@@ -129,4 +156,8 @@ def parse_gates(read: Reader, project_dir: Path | None) -> GateSettings:
         watch_request_timeout_seconds=read.integer("watchRequestTimeoutSeconds", 1, 3600),
         watch_baseline_seconds=read.integer("watchBaselineSeconds", 0, 86400),
         watch_regression_factor=regression_factor,
+        canary_steps=canary_steps,
+        canary_key=canary_key,
+        canary_min_requests=read.integer("canaryMinRequests", 1, 1_000_000),
+        canary_step_seconds=read.integer("canaryStepSeconds", 1, 86400),
     )

@@ -367,6 +367,33 @@ CONFIG_SCHEMA: Final[tuple[ConfigKey, ...]] = (
         "Light GET path the watch probes through Nginx's verification server every few "
         "seconds; never a heavy request (it runs in a loop). Empty: the verifyUrl path.",
     ),
+    ConfigKey(
+        "canarySteps",
+        "string",
+        "",
+        "Progressive switch (production, needs the watch): percent of requests sent to the new "
+        "slot at each step before the full flip, rising, each 1-99, e.g. 5,25,50; each step is "
+        "judged against the old slot on the same minutes per route class. Empty: off.",
+    ),
+    ConfigKey(
+        "canaryKey",
+        "string",
+        "request",
+        "What a canary step splits on: request (each request drawn anew), client (the client "
+        "address) or cookie:<name>, so one user stays on one version.",
+    ),
+    ConfigKey(
+        "canaryMinRequests",
+        "integer",
+        20,
+        "Requests of each route class the new slot must serve before a canary step passes.",
+    ),
+    ConfigKey(
+        "canaryStepSeconds",
+        "integer",
+        300,
+        "Longest canary step; a step with too few requests by then passes on what it saw.",
+    ),
     ConfigKey("probeAttempts", "integer", 30, "Health probes of the target before giving up."),
     ConfigKey("probeIntervalSeconds", "integer", 2, "Seconds between health probes."),
     ConfigKey(

@@ -48,7 +48,7 @@ from nocturna_infra.status.report import (
     render_status,
     status_json,
 )
-from nocturna_infra.traffic import gates
+from nocturna_infra.traffic import canary, gates
 from nocturna_infra.traffic.probe import Check, last_upstream, run_check
 from nocturna_infra.traffic.safe_files import UnsafeFileError
 from nocturna_infra.traffic.selection import describe, nginx_choice, read_markers
@@ -349,6 +349,7 @@ def gather(
             gates.record_path(Path(upstream_file or settings.router.upstream_file))
         ),
         host_problems=tuple((name, problem) for name, problem in problems if multi and problem),
+        canary=canary.read_record(Path(upstream_file or settings.router.upstream_file)),
     )
 
 

@@ -115,6 +115,8 @@ class StatusReport:
     """The last watch window's record (`gates.record_path`), if there is one."""
     host_problems: tuple[tuple[str, str], ...] = ()
     """(host name, why its Docker could not be asked), with several hosts."""
+    canary: Mapping[str, Any] | None = None
+    """The last progressive switch's record (`canary.record_path`), if there is one."""
 
 
 @dataclass(frozen=True)
@@ -336,6 +338,7 @@ def render_status(report: StatusReport) -> str:
         config,
         *([watch_line(report.watch)] if report.watch else []),
         *(comparison_lines(report.watch) if report.watch else []),
+        *(canary_lines(report.canary) if report.canary else []),
         "",
         *table((("HOST",) if multi else ()) + TABLE_HEADER, rows),
         "",
@@ -379,6 +382,26 @@ def comparison_lines(record: Mapping[str, Any]) -> list[str]:
         rows, str(record.get("previous", "before")), str(record.get("slot", "after"))
     )
     return ["  " + line for line in table_text.splitlines()]
+
+
+def canary_lines(record: Mapping[str, Any]) -> list[str]:
+    """The last progressive switch: in progress (`green 25 %`, since when) or how it ended,
+    then its latest step's table (old slot against new on the same minutes)."""
+    slot, result = record.get("slot", "?"), record.get("result", "?")
+    steps = record.get("steps") if isinstance(record.get("steps"), list) else []
+    if result == "stepping":
+        line = f"Canary: {slot} {record.get('share', '?')} % since {record.get('stepStarted')}"
+    else:
+        line = f"Last canary: {slot} {result}"
+        if record.get("reason"):
+            line += f" ({record['reason']})"
+    if not steps or not isinstance(steps[-1], Mapping):
+        return [line]
+    latest = steps[-1]
+    line += f"; latest comparison at {latest.get('share', '?')} %: {latest.get('result', '?')}"
+    rows = baseline.rows_from_json(latest.get("comparison"))
+    table_text = baseline.comparison_table(rows, str(record.get("previous", "old")), str(slot))
+    return [line, *("  " + text for text in table_text.splitlines() if rows)]
 
 
 def _outcome_word(outcome: Outcome) -> str:
@@ -428,6 +451,7 @@ def status_data(report: StatusReport) -> dict[str, Any]:
         ],
         "dockerProblem": report.docker_problem or None,
         "lastWatch": dict(report.watch) if report.watch else None,
+        "lastCanary": dict(report.canary) if report.canary else None,
         **(
             {"unreachableHosts": {name: problem for name, problem in report.host_problems}}
             if report.host_problems

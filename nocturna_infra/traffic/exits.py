@@ -20,6 +20,7 @@ class ExitCode(IntEnum):
     FILESYSTEM = 8
     WATCH_SWITCHED_BACK = 9
     WATCH_STILL_LIVE = 10
+    CANARY_ABORTED = 11
 
 
 EXIT_CODES_HELP: Final = """\
@@ -38,6 +39,8 @@ exit codes:
   9  the watch saw the new slot fail and switched back to the previous slot (health-gated)
   10 the watch saw the new slot fail, but switching back failed or was refused: the new
      slot is still live
+  11 a canary step saw the new slot regress (--canary-steps): back to 0 %, the previous
+     slot takes everything; the record names the step and why
   143/130/129  stopped by SIGTERM/SIGINT/SIGHUP (128 + signal); before the first write
      nothing was changed; after it, until the flip is verified, the previous selection and
      file were restored first; after that (before or during the watch) the new slot stays

@@ -16,6 +16,7 @@ from typing import Final, NoReturn
 from urllib.parse import urlsplit
 
 from nocturna_infra.cli import RaisingArgumentParser, UsageError
+from nocturna_infra.traffic.canary import CanaryOptions
 from nocturna_infra.traffic.exits import EXIT_CODES_HELP
 from nocturna_infra.traffic.gates import WatchOptions
 from nocturna_infra.traffic.probe import Check
@@ -32,6 +33,7 @@ from nocturna_infra.traffic.smoke import (
     missing_variables,
     parse_checks,
 )
+from nocturna_infra.traffic.split import SplitKeyError, parse_shares, split_key
 from nocturna_infra.traffic.upstream import KEEPALIVE
 from nocturna_infra.traffic.watch import Thresholds
 
@@ -75,6 +77,8 @@ class SwitchOptions:
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Values for the checks' ${VAR} templates (only the variables they name)."""
     watch: WatchOptions | None = None
+    canary: CanaryOptions | None = None
+    """Canary steps before the flip (`canary`); None: the whole flip at once."""
     nginx_pid_file: Path | None = None
     """The master's pid file: after a reload, the flip waits for the old workers (reload.py);
     None: flip at once."""
@@ -350,6 +354,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="light check probed through the verification server during the watch, instead "
         "of the --verify-url path (never a heavy request: it runs in a loop)",
     )
+    add(
+        "--canary-steps",
+        default="",
+        metavar="SHARES",
+        help="progressive switch: percent of requests sent to the new slot at each step before "
+        "the full flip, e.g. 5,25,50; each step judged against the old slot (default: none)",
+    )
+    add("--canary-key", default="request", help="request (default), client or cookie:<name>")
+    add(
+        "--canary-min-requests",
+        default="20",
+        help="requests per route class on the new slot that end a step (default: %(default)s)",
+    )
+    add("--canary-step-seconds", default="300", help="longest step (default: %(default)s)")
+    add(
+        "--canary-live-variable",
+        default="nocturna_production_live",
+        help="the site's proxy_pass variable the steps set (default: %(default)s)",
+    )
     add("--host-header", help="Host header for probes and verification")
     add("--verify-url", metavar="URL", help="URL on Nginx's loopback verification server")
     # Old workers may still answer for a moment after a reload, hence several attempts.
@@ -449,6 +472,7 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str] = os.environ) 
     lock_file = Path(ns.lock_file) if ns.lock_file else Path(f"{upstream_file}.lock")
     smoke_checks, wanted = _smoke_checks(ns.smoke_checks, environ)
     watch = _watch_options(ns, verify)
+    canary = _canary_options(ns, watch)
     if not ns.selection_dir or not Path(ns.selection_dir).is_absolute():
         _usage("--selection-dir", "an absolute directory path", ns.selection_dir)
     return SwitchOptions(
@@ -475,6 +499,7 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str] = os.environ) 
         smoke_checks=smoke_checks,
         environ=wanted,
         watch=watch,
+        canary=canary,
         nginx_pid_file=_pid_file(ns.nginx_pid_file),
         reload_timeout=parse_seconds(ns.reload_timeout, "--reload-timeout", positive=True),
     )
@@ -533,6 +558,35 @@ def _watch_options(ns: argparse.Namespace, verify: Check | None) -> WatchOptions
             _usage("--watch-started-log", "an absolute file path, or empty", ns.watch_started_log)
         started_log = Path(ns.watch_started_log)
     return WatchOptions(seconds, Path(ns.watch_log), thresholds, interval, probe_path, started_log)
+
+
+def _canary_options(ns: argparse.Namespace, watch: WatchOptions | None) -> CanaryOptions | None:
+    if not ns.canary_steps:
+        return None
+    try:
+        shares = parse_shares(ns.canary_steps)
+    except ValueError as error:
+        msg = f"--canary-steps: {error}"
+        raise UsageError(msg) from None
+    try:
+        key = split_key(ns.canary_key)
+    except SplitKeyError as error:
+        msg = f"--canary-key: {error}"
+        raise UsageError(msg) from None
+    if watch is None:
+        msg = "--canary-steps: needs --watch-seconds and --watch-log (steps are judged from it)"
+        raise UsageError(msg)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", ns.canary_live_variable):
+        _usage(
+            "--canary-live-variable", "an Nginx variable name without $", ns.canary_live_variable
+        )
+    return CanaryOptions(
+        shares,
+        key,
+        parse_int(ns.canary_min_requests, "--canary-min-requests", 1),
+        parse_seconds(ns.canary_step_seconds, "--canary-step-seconds", positive=True),
+        ns.canary_live_variable,
+    )
 
 
 def _factor(value: str) -> float:

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from nocturna_infra.traffic import baseline, gates, safe_files
+from nocturna_infra.traffic import baseline, gates, progressive, safe_files
 from nocturna_infra.traffic.exits import ExitCode, Interrupted, SwitchError
 from nocturna_infra.traffic.masking import mask
 from nocturna_infra.traffic.options import SwitchOptions
@@ -51,7 +51,14 @@ def run(
     tail = open_watch_log(opts, progress)
     started = time.time()
     try:
-        plan, changed = switch_locked(opts, now, progress, guard)
+        after_select = None
+        if opts.canary is not None and tail is not None:
+            progressive.run_steps(opts, now, progress, guard, tail)
+            after_select = progressive.clear_step(opts)
+            started = time.time()
+        plan, changed = switch_locked(opts, now, progress, guard, after_select)
+        if opts.canary is not None:
+            progressive.finish(opts, progress)
         summary = (
             f"{'switched to' if changed else 'already live:'} {opts.slot} -> {targets} "
             f"({opts.upstream_name}) in {progress.elapsed:.2f}s"
@@ -146,7 +153,11 @@ def open_watch_log(opts: SwitchOptions, progress: Progress) -> WatchLogs | None:
 
 
 def switch_locked(
-    opts: SwitchOptions, now: Callable[[], datetime], progress: Progress, guard: SignalGuard
+    opts: SwitchOptions,
+    now: Callable[[], datetime],
+    progress: Progress,
+    guard: SignalGuard,
+    after_select: Callable[[], None] | None = None,
 ) -> tuple[Plan, bool]:
     """Take the lock, plan, and run the transaction; the lock is released on return."""
     owner = (
@@ -158,7 +169,7 @@ def switch_locked(
             plan = make_plan(opts, now())
         except UnsafeFileError as error:
             raise SwitchError(ExitCode.FILESYSTEM, f"{error}; nothing changed") from None
-        return plan, Transaction(opts, plan, progress, guard).run()
+        return plan, Transaction(opts, plan, progress, guard, after_select).run()
 
 
 def previous_slot(opts: SwitchOptions, plan: Plan) -> str | None:

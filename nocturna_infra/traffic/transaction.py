@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +29,7 @@ from nocturna_infra.traffic.options import SwitchOptions
 from nocturna_infra.traffic.probe import Check, upstream_addresses, verify_routed
 from nocturna_infra.traffic.safe_files import UnsafeFileError
 from nocturna_infra.traffic.selection import describe, marker, read_markers, write_markers
+from nocturna_infra.traffic.split import Steps, render_splits, render_steps, steps_path
 from nocturna_infra.traffic.upstream import (
     UpstreamParseError,
     group_name,
@@ -240,6 +241,11 @@ class Plan:
     new_groups: dict[str, tuple[str, ...]]
     new_text: str
     old_markers: frozenset[str]
+    old_steps: bytes | None = None
+    """The canary steps file before (`split.steps_path`), None: absent."""
+    new_steps: bytes | None = None
+    """What it must hold: the steps with --canary-steps, else absent (the maps it names
+    would be gone from the upstream file)."""
 
     @property
     def slots(self) -> list[str]:
@@ -247,9 +253,11 @@ class Plan:
 
     @property
     def servers_change(self) -> bool:
-        return self.old_file is None or routing_text(
-            self.old_file.decode("utf-8", "replace")
-        ) != routing_text(self.new_text)
+        return (
+            self.old_file is None
+            or routing_text(self.old_file.decode("utf-8", "replace")) != routing_text(self.new_text)
+            or self.old_steps != self.new_steps
+        )
 
 
 def make_plan(opts: SwitchOptions, now: datetime) -> Plan:
@@ -280,13 +288,28 @@ def make_plan(opts: SwitchOptions, now: datetime) -> Plan:
         safe_files.remove_temps(path)
     for slot in new_groups:
         safe_files.remove_temps(marker(opts.selection_dir, opts.upstream_name, slot))
+    new_text = render_upstreams(opts.upstream_name, new_groups, now, opts.keepalive)
+    new_steps: bytes | None = None
+    if opts.canary is not None:
+        steps = Steps(opts.canary.shares, opts.canary.key)
+        new_text += render_splits(opts.upstream_name, list(new_groups), steps)
+        new_steps = render_steps(
+            opts.upstream_name,
+            list(new_groups),
+            steps,
+            opts.selection_dir,
+            opts.canary.live_variable,
+        ).encode()
+    old_steps = safe_files.read_file(steps_path(opts.upstream_file))
     return Plan(
         old_file=old[0] if old else None,
         old_mode=old[1] if old else None,
         old_groups=old_groups,
         new_groups=new_groups,
-        new_text=render_upstreams(opts.upstream_name, new_groups, now, opts.keepalive),
+        new_text=new_text,
         old_markers=read_markers(opts.selection_dir, opts.upstream_name, list(new_groups)),
+        old_steps=old_steps[0] if old_steps else None,
+        new_steps=new_steps,
     )
 
 
@@ -305,10 +328,18 @@ class Transaction:
     answered with a restore, never with "nothing changed"."""
 
     def __init__(
-        self, opts: SwitchOptions, plan: Plan, progress: Progress, guard: SignalGuard
+        self,
+        opts: SwitchOptions,
+        plan: Plan,
+        progress: Progress,
+        guard: SignalGuard,
+        after_select: Callable[[], None] | None = None,
     ) -> None:
         self.opts = opts
         self.plan = plan
+        # The progressive switch's last canary step goes right after the flip, before the
+        # verification (which must see only the new slot).
+        self.after_select = after_select
         self.progress = progress
         self.guard = guard
         self.file_touched = False
@@ -351,12 +382,19 @@ class Transaction:
                 safe_files.write_atomic(
                     path, plan.new_text.encode(), safe_files.kept_mode(plan.old_mode)
                 )
+                if plan.new_steps != plan.old_steps:
+                    safe_files.write_atomic(
+                        steps_path(path), plan.new_steps, safe_files.kept_mode(plan.old_mode)
+                    )
             except OSError as error:
                 self.file_touched = self._file_differs()
                 msg = f"cannot write {path}: {error.strerror}"
                 raise _StepFailedError(ExitCode.FILESYSTEM, msg) from None
             was = _describe_groups(plan.old_groups) if plan.old_groups else "no slot groups"
             step(f"write {path}: {_describe_groups(plan.new_groups)} (was {was})")
+            if plan.new_steps != plan.old_steps:
+                what = "canary steps" if plan.new_steps else "removed (no canary steps)"
+                step(f"write {steps_path(path)}: {what}")
             self._test_and_reload()
         else:
             step(f"{path}: servers unchanged; not rewritten, no reload")
@@ -374,6 +412,8 @@ class Transaction:
             step(f"select {opts.slot} in {opts.selection_dir} (was {before})")
         else:
             step(f"selection: already {before}")
+        if self.after_select is not None:
+            self.after_select()
         problem = verify_through_nginx(opts, self.progress)
         if problem is None:
             return self.touched
@@ -479,6 +519,12 @@ class Transaction:
                     safe_files.write_atomic(
                         opts.upstream_file, plan.old_file, safe_files.kept_mode(plan.old_mode)
                     )
+                    if plan.new_steps != plan.old_steps:
+                        safe_files.write_atomic(
+                            steps_path(opts.upstream_file),
+                            plan.old_steps,
+                            safe_files.kept_mode(plan.old_mode),
+                        )
                     restored = "previous file" if plan.old_file else "absent again"
                     step(f"restore {opts.upstream_file}: {restored}")
                     done.append("previous file restored")

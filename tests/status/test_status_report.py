@@ -423,3 +423,61 @@ def test_status_shows_the_last_watchs_per_class_comparison_under_its_line() -> N
         "  0.003s",
     ]
     assert comparison_lines({"slot": "green"}) == []
+
+
+CANARY_STEPPING = {
+    "slot": "green",
+    "previous": "blue",
+    "shares": [5, 25, 50],
+    "result": "stepping",
+    "share": 25,
+    "stepStarted": "2026-12-07T15:40:02.000+00:00",
+    "reason": "",
+    "steps": [
+        {
+            "share": 5,
+            "result": "passed",
+            "reason": ">= 20 requests per class",
+            "comparison": [
+                {
+                    "class": "GET *",
+                    "before": {"requests": 400, "failedPercent": 0.0, "p50Seconds": 0.01,
+                               "p95Seconds": 0.02},
+                    "after": {"requests": 21, "failedPercent": 0.0, "p50Seconds": 0.01,
+                              "p95Seconds": 0.02},
+                }
+            ],
+        }
+    ],
+}  # fmt: skip
+
+
+def test_status_shows_a_canary_in_progress_with_its_latest_comparison() -> None:
+    report = replace(HEALTHY, canary=CANARY_STEPPING)
+    lines = render_status(report).splitlines()
+
+    at = lines.index(
+        "Canary: green 25 % since 2026-12-07T15:40:02.000+00:00; latest comparison at 5 %: passed"
+    )
+    assert lines[at + 1 : at + 3] == [
+        "  class  blue n   5xx     p50     p95  green n   5xx     p50     p95",
+        "  GET *     400  0.0%  0.010s  0.020s       21  0.0%  0.010s  0.020s",
+    ]
+    assert status_data(report)["lastCanary"] == CANARY_STEPPING
+    assert "Canary" not in render_status(HEALTHY)
+
+
+def test_status_says_where_an_aborted_canary_stopped() -> None:
+    from nocturna_infra.status.report import canary_lines
+
+    reason = "GET /chart: 3 of 3 requests through Nginx failed (100% >= 5%)"
+    step = {**CANARY_STEPPING["steps"][0], "result": "regressed", "reason": reason}
+    record = {
+        **CANARY_STEPPING, "result": "aborted", "share": 0, "reason": f"at 5 %: {reason}",
+        "steps": [step],
+    }  # fmt: skip
+
+    assert canary_lines(record)[0] == (
+        "Last canary: green aborted (at 5 %: GET /chart: 3 of 3 requests through Nginx failed "
+        "(100% >= 5%)); latest comparison at 5 %: regressed"
+    )
