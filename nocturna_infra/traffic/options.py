@@ -4,20 +4,30 @@ before anything is touched. Pure: each error names the flag, the problem and the
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 import re
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, NoReturn
-from urllib.parse import urlsplit
+from typing import Final
 
 from nocturna_infra.cli import RaisingArgumentParser, UsageError
 from nocturna_infra.traffic.canary import CanaryOptions
 from nocturna_infra.traffic.exits import EXIT_CODES_HELP
+from nocturna_infra.traffic.flags import (
+    METHOD_RE,
+    flag_error,
+    parse_command,
+    parse_host_header,
+    parse_int,
+    parse_json_flag,
+    parse_name,
+    parse_pid_file,
+    parse_seconds,
+    parse_server,
+    parse_url,
+)
 from nocturna_infra.traffic.gates import WatchOptions
 from nocturna_infra.traffic.probe import Check
 from nocturna_infra.traffic.routes import (
@@ -37,12 +47,6 @@ from nocturna_infra.traffic.split import SplitKeyError, parse_shares, split_key
 from nocturna_infra.traffic.upstream import KEEPALIVE
 from nocturna_infra.traffic.watch import Thresholds
 
-NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]+")
-HOSTNAME_RE: Final = re.compile(
-    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
-)
-METHOD_RE: Final = re.compile(r"[A-Z]{3,10}")
 DEFAULT_FALLBACK: Final = "blue"
 DEFAULT_NGINX_START: Final = "nginx"
 
@@ -93,112 +97,6 @@ class SwitchOptions:
 
 
 # --- validation: pure, each error names the flag, the problem and the bad value -------------
-
-
-def _usage(flag: str, expected: str, value: object) -> NoReturn:
-    msg = f"{flag}: expected {expected}; got {value!r}"
-    raise UsageError(msg)
-
-
-def parse_server(value: str, flag: str = "--server") -> str:
-    """`HOST:PORT` for an Nginx `server` line; `localhost` is refused (it may mean ::1)."""
-    expected = "HOST:PORT (IPv4 address, [IPv6] address or hostname; port 1-65535)"
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
-        _usage(flag, expected, value)
-    if host.startswith("[") and host.endswith("]"):
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            _usage(flag, expected, value)
-    elif re.fullmatch(r"[0-9.]+", host):
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            _usage(flag, expected, value)
-    elif not HOSTNAME_RE.fullmatch(host):
-        _usage(flag, expected, value)
-    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-        msg = (
-            f"{flag}: {value!r} may resolve to ::1, where the slot does not listen; "
-            f"use 127.0.0.1:{int(port)}"
-        )
-        raise UsageError(msg)
-    return f"{host}:{int(port)}"
-
-
-def parse_url(value: str, flag: str) -> str:
-    """An absolute http(s) URL with a host and, if given, a valid port."""
-    expected = "an http:// or https:// URL with a host"
-    parts = urlsplit(value)
-    try:
-        port_ok = parts.port is None or parts.port > 0
-    except ValueError:
-        port_ok = False
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
-        _usage(flag, expected, value)
-    if any(char.isspace() for char in value):
-        _usage(flag, expected, value)
-    host = parts.hostname.lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        msg = (
-            f"{flag}: {value!r} names localhost, which may resolve to ::1, where any local "
-            "user may listen (and receive the probes' bearer key); use 127.0.0.1"
-        )
-        raise UsageError(msg)
-    return value
-
-
-def parse_name(value: str, flag: str) -> str:
-    """A name written into the Nginx file: letters, digits, `_`, `.`, `-` only."""
-    if not NAME_RE.fullmatch(value):
-        _usage(flag, "letters, digits, '_', '.' or '-'", value)
-    return value
-
-
-def parse_int(value: str, flag: str, minimum: int, maximum: int | None = None) -> int:
-    """A whole number within bounds."""
-    expected = f"an integer >= {minimum}" if maximum is None else f"{minimum}-{maximum}"
-    try:
-        number = int(value)
-    except ValueError:
-        _usage(flag, expected, value)
-    if number < minimum or (maximum is not None and number > maximum):
-        _usage(flag, expected, value)
-    return number
-
-
-def parse_seconds(value: str, flag: str, *, positive: bool) -> float:
-    """A finite number of seconds, > 0 or >= 0."""
-    expected = "a number of seconds > 0" if positive else "a number of seconds >= 0"
-    try:
-        number = float(value)
-    except ValueError:
-        _usage(flag, expected, value)
-    if not number < float("inf") or number < 0 or (positive and number == 0):
-        _usage(flag, expected, value)
-    return number
-
-
-def parse_command(value: str, flag: str) -> tuple[str, ...]:
-    """A command line split like a shell would, to run without one."""
-    try:
-        argv = shlex.split(value)
-    except ValueError as error:
-        _usage(flag, f"a command line ({error})", value)
-    if not argv:
-        _usage(flag, "a non-empty command line", value)
-    return tuple(argv)
-
-
-def parse_host_header(value: str) -> str:
-    """A `Host` header value: hostname or IP, optionally with a port."""
-    host, _, port = value.rpartition(":") if ":" in value else (value, "", "")
-    if port and not (re.fullmatch(r"[0-9]{1,5}", port) and 1 <= int(port) <= 65535):
-        _usage("--host-header", "HOST or HOST:PORT", value)
-    if not (HOSTNAME_RE.fullmatch(host) or re.fullmatch(r"\[[0-9A-Fa-f:.]+\]", host)):
-        _usage("--host-header", "HOST or HOST:PORT", value)
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -434,7 +332,7 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str] = os.environ) 
     smoke: tuple[Check, ...] = ()
     if ns.smoke_url:
         if not METHOD_RE.fullmatch(ns.smoke_method):
-            _usage(
+            flag_error(
                 "--smoke-method", "an upper-case HTTP method such as GET or POST", ns.smoke_method
             )
         status = parse_int(ns.smoke_status, "--smoke-status", 100, 599)
@@ -458,23 +356,23 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str] = os.environ) 
     for entry in ns.standby:
         other, sep, server = entry.partition("=")
         if not sep:
-            _usage("--standby", "SLOT=HOST:PORT", entry)
+            flag_error("--standby", "SLOT=HOST:PORT", entry)
         other = parse_name(other, "--standby")
         if other == slot:
-            _usage("--standby", f"a slot other than --slot {slot}", entry)
+            flag_error("--standby", f"a slot other than --slot {slot}", entry)
         standby.setdefault(other, []).append(parse_server(server, "--standby"))
     verify = None
     if ns.verify_url is not None:
         verify = Check(parse_url(ns.verify_url, "--verify-url"), host_header=host)
     upstream_file = Path(ns.upstream_file)
     if not upstream_file.name:
-        _usage("--upstream-file", "a file path", ns.upstream_file)
+        flag_error("--upstream-file", "a file path", ns.upstream_file)
     lock_file = Path(ns.lock_file) if ns.lock_file else Path(f"{upstream_file}.lock")
     smoke_checks, wanted = _smoke_checks(ns.smoke_checks, environ)
     watch = _watch_options(ns, verify)
     canary = _canary_options(ns, watch)
     if not ns.selection_dir or not Path(ns.selection_dir).is_absolute():
-        _usage("--selection-dir", "an absolute directory path", ns.selection_dir)
+        flag_error("--selection-dir", "an absolute directory path", ns.selection_dir)
     return SwitchOptions(
         upstream_file=upstream_file,
         upstream_name=name,
@@ -500,7 +398,7 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str] = os.environ) 
         environ=wanted,
         watch=watch,
         canary=canary,
-        nginx_pid_file=_pid_file(ns.nginx_pid_file),
+        nginx_pid_file=parse_pid_file(ns.nginx_pid_file),
         reload_timeout=parse_seconds(ns.reload_timeout, "--reload-timeout", positive=True),
     )
 
@@ -514,7 +412,7 @@ def _smoke_checks(
     try:
         value = json.loads(text)
     except ValueError:
-        _usage("--smoke-checks", "a JSON list of checks", text)
+        flag_error("--smoke-checks", "a JSON list of checks", text)
     try:
         checks = parse_checks(value, "--smoke-checks", Path.cwd())
     except SmokeDefinitionError as error:
@@ -545,17 +443,19 @@ def _watch_options(ns: argparse.Namespace, verify: Check | None) -> WatchOptions
     if seconds == 0:
         return None
     if not ns.watch_log or not Path(ns.watch_log).is_absolute():
-        _usage("--watch-log", "an absolute file path (needed by --watch-seconds)", ns.watch_log)
+        flag_error("--watch-log", "an absolute file path (needed by --watch-seconds)", ns.watch_log)
     if verify is None:
         msg = "--watch-seconds: needs --verify-url (the watch probes through it)"
         raise UsageError(msg)
     probe_path = ns.watch_probe_path
     if probe_path and not PREFIX_PATTERN.fullmatch(probe_path):
-        _usage("--watch-probe-path", "a URL path starting with /", probe_path)
+        flag_error("--watch-probe-path", "a URL path starting with /", probe_path)
     started_log = None
     if ns.watch_started_log:
         if not Path(ns.watch_started_log).is_absolute():
-            _usage("--watch-started-log", "an absolute file path, or empty", ns.watch_started_log)
+            flag_error(
+                "--watch-started-log", "an absolute file path, or empty", ns.watch_started_log
+            )
         started_log = Path(ns.watch_started_log)
     return WatchOptions(seconds, Path(ns.watch_log), thresholds, interval, probe_path, started_log)
 
@@ -577,7 +477,7 @@ def _canary_options(ns: argparse.Namespace, watch: WatchOptions | None) -> Canar
         msg = "--canary-steps: needs --watch-seconds and --watch-log (steps are judged from it)"
         raise UsageError(msg)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", ns.canary_live_variable):
-        _usage(
+        flag_error(
             "--canary-live-variable", "an Nginx variable name without $", ns.canary_live_variable
         )
     return CanaryOptions(
@@ -589,40 +489,15 @@ def _canary_options(ns: argparse.Namespace, watch: WatchOptions | None) -> Canar
     )
 
 
-def _factor(value: str) -> float:
-    expected = "a factor of at least 1, or 0 to compare without failing"
-    try:
-        number = float(value)
-    except ValueError:
-        _usage("--watch-regression-factor", expected, value)
-    if not (number == 0 or 1 <= number < float("inf")):
-        _usage("--watch-regression-factor", expected, value)
-    return number
-
-
-def _pid_file(value: str) -> Path | None:
-    if not value:
-        return None
-    if not Path(value).is_absolute():
-        _usage("--nginx-pid-file", "an absolute file path, or empty", value)
-    return Path(value)
-
-
 def _route_rules(ns: argparse.Namespace) -> RouteRules:
     try:
         classes = parse_route_classes(
-            _json_flag(ns.watch_routes, "--watch-routes"), "--watch-routes"
+            parse_json_flag(ns.watch_routes, "--watch-routes"), "--watch-routes"
         )
         excluded = parse_excluded(
-            _json_flag(ns.watch_exclude_paths, "--watch-exclude-paths"), "--watch-exclude-paths"
+            parse_json_flag(ns.watch_exclude_paths, "--watch-exclude-paths"),
+            "--watch-exclude-paths",
         )
     except RouteDefinitionError as error:
         raise UsageError(str(error)) from None
     return RouteRules(classes, excluded)
-
-
-def _json_flag(value: str, flag: str) -> object:
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        _usage(flag, "JSON", value)
