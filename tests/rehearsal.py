@@ -54,7 +54,7 @@ from pulumi.runtime import mocks as pm
 from pulumi.runtime import settings
 
 from nocturna_infra.program import stack as program
-from nocturna_infra.traffic import gates
+from nocturna_infra.traffic import canary, gates
 from nocturna_infra.traffic.watch import parse_line
 from tests import docker_host, harness
 from tests.engine_api import (
@@ -516,6 +516,8 @@ class Rehearsal:
         self.watch_record: dict[str, Any] = {}
         self.hung_renders = 0
         self.inconclusive_probes = 0
+        self.canary_renders = (0, 0)
+        """7m: renders that failed, of all the render clients sent."""
         """Watch probes of 7k answered 429 (inconclusive)."""
         """Renders of the hanging release (7g) that its client saw time out."""
         self.names = {slot: f"{self.prefix}-{slot}" for slot in ("blue", "green")}
@@ -859,6 +861,7 @@ class Rehearsal:
         self._hung_render()
         self._good_release_kept()
         self._rate_limited_probes()
+        self._canary()
 
     def _hung_render(self) -> None:
         """7f/7g. Issue 21: renders that never answer leave nothing in the access log until
@@ -930,6 +933,61 @@ class Rehearsal:
         self.inconclusive_probes = int(seen.get("inconclusiveProbes") or 0)
         self.record("7k switch: probes answered 429 by a healthy slot", "ok", up, figures,
                     problems, self.production, self.nginx)  # fmt: skip
+
+    def _canary(self) -> None:
+        """7l-7o. Issue 18: progressive switches under the same mixed traffic. A release whose
+        renders fail is aborted at the first step (only that step's share of the renders
+        failed, all on green), and a good release steps 5 -> 25 -> 50 % and then takes all."""
+        steps = {"canarySteps": "5,25,50", "canaryMinRequests": "3", "canaryStepSeconds": "20"}
+        blue_v9 = self.slot_states(self.production)["blue"]
+        set_release(self.service, "10.0.0", renderFailAfter=1)
+        up = self._up(activeSlot="blue", **steps)
+        problems = self.untouched("blue", blue_v9, self.slot_states(self.production))
+        self.record("7l deploy v10 to green (renders fail)", "ok", up, None, problems,
+                    self.production, self.nginx)  # fmt: skip
+        offset = self.nginx.slots_log.stat().st_size
+        clients = [
+            RenderClient(self.nginx.url(RENDER_PATH), "rehearsal-key-0123456789")
+            for _ in range(HUNG_RENDER_CLIENTS)
+        ]
+        with under_load(self.nginx, self.workdir) as figures, ExitStack() as running:
+            for client in clients:
+                running.enter_context(client)
+            up = self._up(activeSlot="green", watchSeconds="5", **steps)
+        answers = slot_answers(self.nginx.slots_log, offset)
+        problems = self.untouched("blue", blue_v9, self.slot_states(self.production))
+        failed_renders = sum(client.failed() for client in clients)
+        if answers.of("blue")[1] or sum(client.failed_on("blue") for client in clients):
+            problems.append(f"blue failed {answers.of('blue')[1]} requests")
+        if not served_version(self.nginx).startswith("blue v9.0.0"):
+            problems.append(f"after the aborted canary Nginx serves {served_version(self.nginx)}")
+        saved = canary.read_record(self.nginx.upstream_file) or {}
+        if saved.get("result") != "aborted" or not str(saved.get("reason", "")).startswith(
+            "at 5 %"
+        ):
+            problems.append(f"canary record says {saved.get('result')!r}: {saved.get('reason')}")
+        self.canary_renders = (failed_renders, sum(sum(c.answers.values()) for c in clients))
+        self.record("7m progressive switch: aborted at 5 %", "exited 11", up, figures,
+                    problems, self.production, self.nginx, broken=("green", answers),
+                    other_clients_failed=failed_renders)  # fmt: skip
+
+        set_release(self.service, "11.0.0")
+        up = self._up(activeSlot="blue", **steps)
+        problems = self.untouched("blue", blue_v9, self.slot_states(self.production))
+        self.record("7n deploy v11 to green (good)", "ok", up, None, problems,
+                    self.production, self.nginx)  # fmt: skip
+        renders = RenderClient(self.nginx.url(RENDER_PATH), "rehearsal-key-0123456789")
+        with under_load(self.nginx, self.workdir) as figures, renders:
+            up = self._up(activeSlot="green", watchSeconds="5", **steps)
+        problems = []
+        if not served_version(self.nginx).startswith("green v11.0.0"):
+            problems.append(f"after the canary Nginx serves {served_version(self.nginx)}")
+        saved = canary.read_record(self.nginx.upstream_file) or {}
+        if saved.get("result") != "passed" or len(saved.get("steps") or []) != 3:
+            problems.append(f"canary record says {saved.get('result')!r}: {saved.get('reason')}")
+        self.record("7o progressive switch: 5, 25, 50 %, then all", "ok", up, figures,
+                    problems, self.production, self.nginx,
+                    other_clients_failed=renders.failed())  # fmt: skip
 
     def _good_release_kept(self) -> None:
         """7h/7i. Issue 21: no false alarm: a good release under the same mixed traffic

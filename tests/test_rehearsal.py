@@ -152,6 +152,10 @@ def test_blue_green_cycle_on_real_docker_and_nginx_under_load(
         "7i switch: a good release under mixed traffic",
         "7j deploy v9 to blue (429 on /ping)",
         "7k switch: probes answered 429 by a healthy slot",
+        "7l deploy v10 to green (renders fail)",
+        "7m progressive switch: aborted at 5 %",
+        "7n deploy v11 to green (good)",
+        "7o progressive switch: 5, 25, 50 %, then all",
         "8 staging deploy",
     ]
     assert [problem for result in results for problem in result.problems] == []
@@ -166,3 +170,5 @@ def test_blue_green_cycle_on_real_docker_and_nginx_under_load(
     assert by_step["7g"].served.startswith("blue v1.0.0")  # a hung route switched back
     assert by_step["7i"].served.startswith("green v8.0.0")  # a good release kept
     assert by_step["7k"].served.startswith("blue v9.0.0")  # rate-limited probes: kept
+    assert by_step["7m"].served.startswith("blue v9.0.0")  # canary aborted at its first step
+    assert by_step["7o"].served.startswith("green v11.0.0")  # canary went all the way

@@ -73,10 +73,21 @@ class StepJudge:
 
         return baseline.regression(self.rows(), factor, minimum)
 
-    def enough(self, min_requests: int) -> bool:
-        """Every class the new slot served has `min_requests` there (and it served some)."""
-        classes = self.new.classes.values()
-        return bool(classes) and all(stats.judged >= min_requests for stats in classes)
+    def enough(self, min_requests: int, limits: Thresholds) -> bool:
+        """Every route class in this step's traffic, either slot's, has been served by the new
+        slot often enough to be judged: `min_requests` and the class's own watch minimum. A
+        class the new slot has not served yet keeps the step open (until `step_seconds`):
+        judging only what the new slot happened to serve first let a cheap flood pass a step
+        before a single request of the failing class reached it."""
+        keys = set(self.old.classes) | set(self.new.classes)
+
+        def needed(key: str) -> int:
+            own = limits.rules.limits(key, limits.min_requests, limits.error_percent)[0]
+            return max(min_requests, own)
+
+        return bool(keys) and all(
+            key in self.new.classes and self.new.classes[key].judged >= needed(key) for key in keys
+        )
 
     def to_json(self, result: str, reason: str) -> dict[str, Any]:
         return {
@@ -114,7 +125,7 @@ def run_step(
         reason = judge.regression(limits, factor)
         if reason is not None:
             return StepOutcome(judge, "regressed", reason)
-        if judge.enough(options.min_requests):
+        if judge.enough(options.min_requests, limits):
             return StepOutcome(judge, "passed", f">= {options.min_requests} requests per class")
         if time.time() >= deadline:
             return StepOutcome(judge, "timed-out", f"{options.step_seconds:g}s, no regression")

@@ -116,8 +116,27 @@ def test_a_step_with_the_old_slots_error_share_passes_once_each_class_has_enough
         step.add_line(line("green", "/chart", 200, at=n))
 
     assert step.regression(LIMITS, 3.0) is None
-    assert not step.enough(21)
-    assert step.enough(20)
+    assert not step.enough(21, LIMITS)
+    assert step.enough(20, LIMITS)
+
+
+def test_a_step_stays_open_until_the_new_slot_served_every_class_of_the_traffic() -> None:
+    """A cheap flood reaches the new slot first: the step must not pass before the class the
+    old slot also serves (here renders, failing on the new slot) was judged there."""
+    step = judge()
+    for n in range(100):
+        step.add_line(line("blue", "/", 200, at=n))
+        step.add_line(line("green", "/", 200, at=n))
+    for n in range(20):
+        step.add_line(line("blue", "/chart", 200, at=n))
+
+    assert not step.enough(3, LIMITS)  # GET /chart: none on green yet
+
+    for n in range(2):
+        step.add_line(line("green", "/chart", 500, at=n))
+    assert not step.enough(1, LIMITS)  # the class's own minimum (3) is not reached either
+    step.add_line(line("green", "/chart", 500, at=3))
+    assert step.regression(LIMITS, 3.0) is not None
 
 
 def test_a_step_slower_than_the_old_slot_on_the_same_minutes_regresses() -> None:
@@ -142,7 +161,7 @@ def test_lines_from_before_the_step_are_not_judged() -> None:
         step.add_line(line("green", "/chart", 500, at=n))
 
     assert step.regression(LIMITS, 3.0) is None
-    assert not step.enough(1)
+    assert not step.enough(1, LIMITS)
 
 
 ABORTED = {"slot": "green", "previous": "blue", "result": "aborted",
