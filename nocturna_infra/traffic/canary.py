@@ -4,8 +4,8 @@ one on the same minutes, per route class, from the access log. A regression remo
 marker (0 %: the old slot takes everything) and exits 11; each passed step widens, and after
 the last one the ordinary flip and watch follow.
 
-A step ends when every route class the new slot served has `min_requests` there (judged
-then), or at `step_seconds` (judged on what came: a quiet service still moves on, and the
+A step ends when every route class of the step's traffic, either slot's, was served by the
+new slot `min_requests` times and its own judging minimum (judged then), or at `step_seconds` (judged on what came: a quiet service still moves on, and the
 watch after the flip judges the new slot alone).
 """
 
