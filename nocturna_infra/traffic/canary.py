@@ -5,8 +5,9 @@ marker (0 %: the old slot takes everything) and exits 11; each passed step widen
 the last one the ordinary flip and watch follow.
 
 A step ends when every route class of the step's traffic, either slot's, was served by the
-new slot `min_requests` times and its own judging minimum (judged then), or at `step_seconds` (judged on what came: a quiet service still moves on, and the
-watch after the flip judges the new slot alone).
+new slot `min_requests` times and its own judging minimum (judged then), or at
+`step_seconds` (judged on what came: a quiet service still moves on, and the watch after the
+flip judges the new slot alone).
 """
 
 from __future__ import annotations
